@@ -1,0 +1,184 @@
+//! Opening a target by PID: existence and permission checks, finding the ELF that holds
+//! `_PyRuntime` (static python or libpython, read via /proc/PID/root), and its load bias.
+
+use super::elf::{self, ElfInfo};
+use super::maps::{self, MapEntry};
+use super::memory::{MemError, Memory, ProcessMemory};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// Everything the runtime layer needs from the attach layer.
+pub struct Target {
+    pub pid: i32,
+    pub mem: Arc<dyn Memory>,
+    pub exe: String,
+    pub maps: Vec<MapEntry>,
+    /// The ELF containing `_PyRuntime` (python executable or libpython).
+    pub python: ElfInfo,
+    /// Other mapped ELFs with python-ish names (e.g. the executable when libpython is shared).
+    pub others: Vec<ElfInfo>,
+    pub runtime_addr: u64,
+}
+
+impl Target {
+    /// Address of an exported symbol in whichever python ELF has it.
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        self.python.symbol(name).or_else(|| self.others.iter().find_map(|e| e.symbol(name)))
+    }
+}
+
+/// Map a memory error to the user-facing error for this PID.
+pub fn mem_error(pid: i32, e: MemError) -> Error {
+    match e {
+        MemError::Exited => Error::TargetExited(pid),
+        MemError::Permission => Error::PermissionDenied { pid, detail: "process_vm_readv was refused".into() },
+        MemError::Unmapped(a) => Error::Inconsistent(format!("unreadable address 0x{a:x}")),
+        MemError::Other(m) => Error::Other(m),
+    }
+}
+
+/// `major.minor` parsed from a file name like `libpython3.8.so.1.0`, `python3.14`, `libpython2.7.so`.
+pub fn version_from_name(path: &str) -> Option<(u32, u32, bool)> {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let i = base.find("python")? + "python".len();
+    let rest = &base[i..];
+    let mut parts = rest.splitn(2, '.');
+    let major: u32 = parts.next()?.parse().ok()?;
+    let tail = parts.next()?;
+    let digits: String = tail.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let minor: u32 = digits.parse().ok()?;
+    let ft = tail[digits.len()..].starts_with('t');
+    Some((major, minor, ft))
+}
+
+fn looks_like_python(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.contains("python") && !base.contains("_asyncio") && !base.ends_with(".py")
+}
+
+fn read_target_file(pid: i32, path: &str) -> Option<Vec<u8>> {
+    // Through /proc/PID/root so a target in another mount namespace (container) resolves its own files.
+    std::fs::read(format!("/proc/{pid}/root{path}")).ok().or_else(|| std::fs::read(path).ok())
+}
+
+fn is_elf_file(pid: i32, path: &str) -> bool {
+    use std::io::Read;
+    let p = format!("/proc/{pid}/root{path}");
+    let mut f = match std::fs::File::open(&p).or_else(|_| std::fs::File::open(path)) {
+        Ok(f) => f,
+        Err(_) => return false,
+    };
+    let mut magic = [0u8; 4];
+    f.read_exact(&mut magic).is_ok() && &magic == b"\x7fELF"
+}
+
+pub fn check_exists(pid: i32) -> Result<()> {
+    if pid <= 0 {
+        return Err(Error::NoSuchProcess(pid));
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(Error::NoSuchProcess(pid));
+    }
+    Ok(())
+}
+
+pub fn attach(pid: i32) -> Result<Target> {
+    check_exists(pid)?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
+            std::io::ErrorKind::PermissionDenied => {
+                Error::PermissionDenied { pid, detail: "cannot read /proc/PID/exe".into() }
+            }
+            _ => Error::Other(format!("reading /proc/{pid}/exe: {e}")),
+        })?;
+    let maps = maps::read_maps(pid)?;
+    let files = maps::mapped_files(&maps);
+
+    let mut candidates: Vec<&String> = files.iter().filter(|p| looks_like_python(p)).collect();
+    // libpython before the executable: when both exist, the runtime lives in the library.
+    candidates.sort_by_key(|p| !p.rsplit('/').next().unwrap_or("").starts_with("lib"));
+
+    let mut found: Option<ElfInfo> = None;
+    let mut others = Vec::new();
+    for path in &candidates {
+        let Some(data) = read_target_file(pid, path) else { continue };
+        let Ok(info) = elf::load(path, &data, &maps) else { continue };
+        let has_runtime = info.symbols.contains_key("_PyRuntime") || info.sections.contains_key(".PyRuntime");
+        if has_runtime && found.is_none() {
+            found = Some(info);
+        } else {
+            others.push(info);
+        }
+    }
+    if found.is_none() {
+        // Embedders (uwsgi, blender, ...) link CPython into binaries without "python" in the name.
+        for path in files.iter().filter(|p| !looks_like_python(p)).take(128) {
+            if !is_elf_file(pid, path) {
+                continue;
+            }
+            let Some(data) = read_target_file(pid, path) else { continue };
+            if data.len() > 512 << 20 {
+                continue;
+            }
+            if let Ok(info) = elf::load(path, &data, &maps) {
+                if info.symbols.contains_key("_PyRuntime") || info.sections.contains_key(".PyRuntime") {
+                    found = Some(info);
+                    break;
+                }
+            }
+        }
+    }
+
+    let name_version = candidates.iter().find_map(|p| version_from_name(p));
+    let Some(python) = found else {
+        return Err(match name_version {
+            Some((maj, min, _)) if (maj, min) < (3, 8) || maj != 3 => Error::UnsupportedVersion {
+                pid,
+                version: format!("{maj}.{min}"),
+                detail: String::new(),
+            },
+            Some(_) => Error::MissingSymbols { pid, binary: candidates[0].to_string() },
+            None => Error::NotPython { pid, detail: format!("no libpython or python binary is mapped; executable is {exe}") },
+        });
+    };
+    if let Some((maj, min, _)) = version_from_name(&python.path) {
+        if maj != 3 || min < 8 {
+            return Err(Error::UnsupportedVersion { pid, version: format!("{maj}.{min}"), detail: String::new() });
+        }
+    }
+    let runtime_addr = python
+        .symbol("_PyRuntime")
+        .or_else(|| python.section(".PyRuntime").map(|(a, _)| a))
+        .ok_or_else(|| Error::MissingSymbols { pid, binary: python.path.clone() })?;
+
+    let mem: Arc<dyn Memory> = Arc::new(ProcessMemory { pid });
+    // One probe read tells permission problems and vanished targets apart from layout problems.
+    if let Err(e) = mem.read_u64(runtime_addr) {
+        return Err(mem_error(pid, e));
+    }
+    Ok(Target { pid, mem, exe, maps, python, others, runtime_addr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_file_names() {
+        assert_eq!(version_from_name("/x/libpython3.8.so.1.0"), Some((3, 8, false)));
+        assert_eq!(version_from_name("/usr/bin/python3.14"), Some((3, 14, false)));
+        assert_eq!(version_from_name("/x/libpython3.13t.so.1.0"), Some((3, 13, true)));
+        assert_eq!(version_from_name("/x/libpython3.7m.so.1.0"), Some((3, 7, false)));
+        assert_eq!(version_from_name("/x/libpython2.7.so.1.0"), Some((2, 7, false)));
+        assert_eq!(version_from_name("/usr/bin/python3"), None);
+        assert_eq!(version_from_name("/usr/bin/sleep"), None);
+    }
+
+    #[test]
+    fn missing_pid_is_no_such_process() {
+        assert!(matches!(attach(999_999_999), Err(Error::NoSuchProcess(_))));
+        assert!(matches!(attach(-3), Err(Error::NoSuchProcess(_))));
+    }
+}

@@ -1,0 +1,73 @@
+//! Command-line definition (clap). Kept apart from dispatch so completions and the man page can be
+//! generated from the same definition later.
+
+use clap::{Args, Parser, Subcommand};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    error (unreadable or inconsistent target state, I/O)
+  2    usage error
+  3    (deadlocks) at least one finding
+  4    no such process
+  5    permission denied (run as root, grant CAP_SYS_PTRACE, or check kernel.yama.ptrace_scope)
+  6    not a Python process
+  7    unsupported Python version
+  8    target exited while reading
+  9    Python binary stripped of the symbols taskspy needs
+  130  interrupted (Ctrl-C)";
+
+#[derive(Parser, Debug)]
+#[command(name = "taskspy", version, about = "Show what a running CPython process is doing: every thread's stack, read from memory.", after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print every thread's Python stack (text, or JSON with --json).
+    #[command(after_help = EXIT_CODES)]
+    Dump(DumpArgs),
+    /// Start a bundled example service with the machine's python3, attach to it and dump it.
+    #[command(after_help = EXIT_CODES)]
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Target {
+    /// Process id of the Python process.
+    #[arg(value_name = "PID", required_unless_present = "pid_flag", conflicts_with = "pid_flag")]
+    pub pid: Option<i32>,
+    /// Process id (py-spy style).
+    #[arg(short = 'p', long = "pid", value_name = "PID", id = "pid_flag")]
+    pub pid_flag: Option<i32>,
+}
+
+impl Target {
+    pub fn pid(&self) -> i32 {
+        self.pid.or(self.pid_flag).unwrap_or(0)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print one JSON document (schema taskspy/1).
+    #[arg(long)]
+    pub json: bool,
+    /// Pause the target while reading (consistent view; always resumed, also on error and Ctrl-C).
+    #[arg(long)]
+    pub blocking: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Python interpreter to run the demo service with.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,42 @@
+//! `taskspy dump`: attach, capture one snapshot (optionally with the target paused), print it.
+
+use crate::attach::{self, pause};
+use crate::error::Result;
+use crate::render;
+use crate::runtime::PyProcess;
+use crate::snapshot::{self, Snapshot};
+
+pub struct DumpOptions {
+    pub pid: i32,
+    pub json: bool,
+    pub blocking: bool,
+}
+
+/// Attach and capture; with `blocking` the target is paused only for the capture itself.
+pub fn take_snapshot(pid: i32, blocking: bool) -> Result<Snapshot> {
+    let target = attach::attach(pid)?;
+    let py = PyProcess::open(target)?;
+    if blocking {
+        pause::install_interrupt_handler();
+        let guard = pause::pause(pid)?;
+        let snap = snapshot::capture(&py);
+        drop(guard); // resume before anything else, including error reporting
+        pause::check_interrupted()?;
+        snap
+    } else {
+        snapshot::capture(&py)
+    }
+}
+
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect::<Vec<_>>().join(" ")
+        })
+        .unwrap_or_default()
+}
+
+pub fn run(opts: &DumpOptions) -> Result<String> {
+    let snap = take_snapshot(opts.pid, opts.blocking)?;
+    Ok(if opts.json { render::json::snapshot_json(&snap) } else { render::text::dump_text(&snap, &cmdline(opts.pid)) })
+}

@@ -1,0 +1,5 @@
+//! Subcommand implementations: each turns parsed arguments into output using the pipeline.
+//! They return `Result` and never exit the process themselves.
+
+pub mod demo;
+pub mod dump;

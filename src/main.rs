@@ -1,0 +1,41 @@
+//! Entry point: parse arguments, run the subcommand, turn errors into one line and an exit code.
+//! No backtraces reach the user; panics are reported as one line too.
+
+mod cli;
+
+use clap::Parser;
+use std::io::Write;
+use taskspy::commands::{demo, dump};
+use taskspy::error::exit;
+
+fn main() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let _ = writeln!(std::io::stderr(), "taskspy: internal error: {msg} (please report this)");
+    }));
+    let cli = cli::Cli::parse();
+    let result = match &cli.command {
+        cli::Command::Dump(a) => dump::run(&dump::DumpOptions { pid: a.target.pid(), json: a.json, blocking: a.blocking }),
+        cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
+    };
+    match result {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (e.g. `| head`) is not an error worth a message.
+            let _ = stdout.write_all(out.as_bytes());
+            if !out.ends_with('\n') {
+                let _ = stdout.write_all(b"\n");
+            }
+            std::process::exit(exit::OK);
+        }
+        Err(e) => {
+            eprintln!("taskspy: error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Making target-controlled text (thread/task names, file names) safe for a terminal: control
+//! characters and bidi overrides are shown escaped, never emitted raw.
+
+/// Escape control characters (C0, DEL, C1) and invisible bidi/format characters.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push('\\'),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() || is_invisible_format(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_invisible_format(c: char) -> bool {
+    matches!(c as u32, 0x200b..=0x200f | 0x202a..=0x202e | 0x2066..=0x2069 | 0xfeff | 0x061c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_terminal_sequences_and_keeps_unicode() {
+        assert_eq!(escape("evil\x1b[31mred\nline"), "evil\\x1b[31mred\\nline");
+        assert_eq!(escape("wörker-ü 名前"), "wörker-ü 名前");
+        assert_eq!(escape("a\u{202e}b\u{9b}c\x7f"), "a\\u{202e}b\\u{9b}c\\x7f");
+        assert!(!escape("\x07\x08\x00").chars().any(|c| c.is_control()));
+    }
+}

@@ -1,0 +1,84 @@
+//! Code objects: name, qualified name, file, first line and line table, read once per address and
+//! cached (code objects are immutable while alive).
+
+use super::linetable::{self, LineTableKind};
+use super::PyProcess;
+use crate::attach::{Buf, MemError, MemResult};
+use std::sync::Arc;
+
+/// Largest line table we accept (CPython's biggest stdlib functions need a few KiB).
+const MAX_LINETABLE: u64 = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct CodeInfo {
+    pub name: String,
+    pub qualname: Option<String>,
+    pub filename: String,
+    pub firstlineno: i64,
+    pub linetable: Vec<u8>,
+    pub kind: LineTableKind,
+    pub firsttraceable: Option<i64>,
+}
+
+impl CodeInfo {
+    /// The name py-spy users expect: `co_qualname` (3.11+), else `co_name`.
+    pub fn function(&self) -> &str {
+        self.qualname.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Line for a byte offset (3.8–3.10) or code-unit index (3.11+).
+    pub fn line(&self, addr: i64) -> Option<i64> {
+        linetable::line_for(self.kind, &self.linetable, self.firstlineno, addr)
+    }
+}
+
+impl PyProcess {
+    pub fn is_code(&self, addr: u64) -> MemResult<bool> {
+        match self.types.code {
+            Some(t) => Ok(self.ob_type(addr)? == t),
+            None => Ok(true),
+        }
+    }
+
+    pub fn code_info(&self, addr: u64) -> MemResult<Arc<CodeInfo>> {
+        if let Some(c) = self.code_cache.lock().unwrap().get(&addr) {
+            return Ok(c.clone());
+        }
+        let info = Arc::new(self.read_code(addr)?);
+        let mut cache = self.code_cache.lock().unwrap();
+        if cache.len() > 200_000 {
+            cache.clear(); // bound memory in long-running sessions
+        }
+        cache.insert(addr, info.clone());
+        Ok(info)
+    }
+
+    fn read_code(&self, addr: u64) -> MemResult<CodeInfo> {
+        if addr == 0 || addr % 8 != 0 {
+            return Err(MemError::Unmapped(addr));
+        }
+        if !self.is_code(addr)? {
+            return Err(MemError::Unmapped(addr));
+        }
+        let o = &self.off;
+        let b = self.mem().read_vec(addr, o.code_read_size as usize)?;
+        let name = self.read_str(b.u64_at(o.code_name))?;
+        let qualname = match o.code_qualname {
+            Some(q) => self.read_str(b.u64_at(q)).ok(),
+            None => None,
+        };
+        let filename = self.read_str(b.u64_at(o.code_filename))?;
+        let firstlineno = b.i32_at(o.code_firstlineno) as i64;
+        let linetable = self.read_bytes_obj(b.u64_at(o.code_linetable), MAX_LINETABLE)?;
+        let firsttraceable = o.code_firsttraceable.map(|f| b.i32_at(f) as i64);
+        Ok(CodeInfo {
+            name,
+            qualname,
+            filename,
+            firstlineno,
+            linetable,
+            kind: LineTableKind::for_minor(self.version.minor),
+            firsttraceable,
+        })
+    }
+}

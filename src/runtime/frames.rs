@@ -1,0 +1,142 @@
+//! Walking a thread's Python frame chain: `PyFrameObject.f_back` (3.8–3.10) or
+//! `_PyInterpreterFrame.previous` (3.11+), skipping entry frames, with depth and cycle bounds.
+
+use super::offsets::FrameOffsets;
+use super::PyProcess;
+use crate::attach::{Buf, MemError, MemResult};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// Deepest stack we walk; deeper chains are cut and flagged (CPython's own default limit is 1000).
+pub const MAX_DEPTH: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    pub function: String,
+    pub file: String,
+    /// 0 when the location has no line ("no location" entries).
+    pub line: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stack {
+    pub frames: Vec<Frame>,
+    /// The chain was longer than MAX_DEPTH.
+    pub truncated: bool,
+}
+
+impl PyProcess {
+    /// Python frames innermost first, starting from a thread's top frame pointer.
+    pub fn walk_frames(&self, top: u64) -> MemResult<Stack> {
+        match &self.off.frame {
+            FrameOffsets::Object { .. } => self.walk_frame_objects(top),
+            FrameOffsets::Interp { .. } => self.walk_interp_frames(top),
+        }
+    }
+
+    fn walk_frame_objects(&self, top: u64) -> MemResult<Stack> {
+        let FrameOffsets::Object { back, code, lasti, .. } = self.off.frame else { unreachable!() };
+        let mut stack = Stack::default();
+        let mut seen = HashSet::new();
+        let mut addr = top;
+        let read_len = (back.max(code).max(lasti) + 8) as usize;
+        while addr != 0 {
+            if stack.frames.len() >= MAX_DEPTH {
+                stack.truncated = true;
+                break;
+            }
+            if !seen.insert(addr) {
+                return Err(MemError::Other(format!("frame chain loops at 0x{addr:x}")));
+            }
+            let b = self.mem().read_vec(addr, read_len)?;
+            let code_addr = b.u64_at(code);
+            let info = self.code_info(code_addr)?;
+            let lasti_v = b.i32_at(lasti) as i64;
+            // 3.8/3.9: f_lasti is a byte offset; 3.10: an instruction index into a byte-based table.
+            let byte_addr = if self.version.minor >= 10 && lasti_v >= 0 { lasti_v * 2 } else { lasti_v };
+            let line = info.line(byte_addr).unwrap_or(0);
+            stack.frames.push(Frame { function: info.function().to_string(), file: info.filename.clone(), line });
+            addr = b.u64_at(back);
+        }
+        Ok(stack)
+    }
+
+    /// Decode one interpreter frame; `None` for entry/shim or incomplete frames that are not Python code.
+    pub fn interp_frame(&self, addr: u64) -> MemResult<(Option<Frame>, u64)> {
+        let FrameOffsets::Interp { code, previous, instr, owner, tagged, ref skip_owners, generator_owner, tlbc_index, size, .. } =
+            self.off.frame
+        else {
+            unreachable!()
+        };
+        let b = self.mem().read_vec(addr, size as usize)?;
+        let prev = b.u64_at(previous);
+        let own = b.u8_at(owner);
+        if skip_owners.contains(&own) {
+            return Ok((None, prev));
+        }
+        let mut code_addr = b.u64_at(code);
+        if tagged {
+            code_addr &= !3;
+        }
+        if code_addr == 0 || Some(code_addr) == self.types.none {
+            return Ok((None, prev));
+        }
+        let info = self.code_info(code_addr)?;
+        let base = self.bytecode_base(code_addr, tlbc_index.map(|o| b.i32_at(o)))?;
+        let ip = b.u64_at(instr);
+        let idx = (ip as i64).wrapping_sub(base as i64) / 2;
+        if own != generator_owner {
+            if let Some(ft) = info.firsttraceable {
+                if idx < ft {
+                    return Ok((None, prev)); // still being set up (before RESUME): CPython hides these too
+                }
+            }
+        }
+        let line = info.line(idx).unwrap_or(0);
+        Ok((Some(Frame { function: info.function().to_string(), file: info.filename.clone(), line }), prev))
+    }
+
+    /// Start of the bytecode a frame executes: `co_code_adaptive`, or in free-threaded 3.14+ the
+    /// thread-local copy `co_tlbc->entries[tlbc_index]`.
+    fn bytecode_base(&self, code_addr: u64, tlbc_index: Option<i32>) -> MemResult<u64> {
+        let adaptive = code_addr + self.off.code_adaptive.unwrap_or(0);
+        match (tlbc_index, self.off.code_tlbc) {
+            (Some(i), Some(tlbc_off)) if i > 0 => {
+                let arr = self.mem().read_u64(code_addr + tlbc_off)?;
+                let n = self.mem().read_i64(arr)?;
+                if arr == 0 || (i as i64) >= n || n > 1 << 16 {
+                    return Err(MemError::Unmapped(arr));
+                }
+                self.mem().read_u64(arr + 8 + 8 * i as u64)
+            }
+            _ => Ok(adaptive),
+        }
+    }
+
+    fn walk_interp_frames(&self, top: u64) -> MemResult<Stack> {
+        let mut stack = Stack::default();
+        let mut seen = HashSet::new();
+        let mut addr = top;
+        let mut visited = 0usize;
+        while addr != 0 {
+            visited += 1;
+            if visited > MAX_DEPTH * 2 {
+                stack.truncated = true;
+                break;
+            }
+            if !seen.insert(addr) {
+                return Err(MemError::Other(format!("frame chain loops at 0x{addr:x}")));
+            }
+            let (frame, prev) = self.interp_frame(addr)?;
+            if let Some(f) = frame {
+                if stack.frames.len() >= MAX_DEPTH {
+                    stack.truncated = true;
+                    break;
+                }
+                stack.frames.push(f);
+            }
+            addr = prev;
+        }
+        Ok(stack)
+    }
+}

@@ -1,0 +1,120 @@
+//! runtime: CPython's in-memory state — version and layouts, interpreters, threads, frames, objects.
+//! `PyProcess` bundles a target's memory with its resolved offsets; the walkers hang off it.
+
+pub mod code;
+pub mod debug_offsets;
+pub mod frames;
+pub mod layout_file;
+pub mod linetable;
+pub mod objects;
+pub mod offsets;
+pub mod thread_names;
+pub mod threads;
+pub mod version;
+
+use crate::attach::{process::mem_error, MemError, Memory, Target};
+use crate::error::{Error, Result};
+use offsets::Offsets;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use version::PyVersion;
+
+/// Addresses of CPython's static type objects (and None), used to recognise objects by `ob_type`.
+#[derive(Debug, Clone, Default)]
+pub struct TypeAddrs {
+    pub code: Option<u64>,
+    pub unicode: Option<u64>,
+    pub long: Option<u64>,
+    pub dict: Option<u64>,
+    pub none: Option<u64>,
+}
+
+pub struct PyProcess {
+    pub pid: i32,
+    pub mem: Arc<dyn Memory>,
+    pub off: Offsets,
+    pub version: PyVersion,
+    pub free_threaded: bool,
+    pub runtime_addr: u64,
+    pub types: TypeAddrs,
+    pub executable: String,
+    pub library: Option<String>,
+    code_cache: Mutex<HashMap<u64, Arc<code::CodeInfo>>>,
+    type_name_cache: Mutex<HashMap<u64, String>>,
+}
+
+pub const MIN_MINOR: u32 = 8;
+pub const MAX_MINOR: u32 = 15;
+
+impl PyProcess {
+    /// Work out version and layout for an attached target.
+    pub fn open(target: Target) -> Result<PyProcess> {
+        let pid = target.pid;
+        let (version, ft_hint) = version::detect(&target)
+            .ok_or_else(|| Error::NotPython { pid, detail: "cannot determine the Python version".into() })?;
+        if version.major != 3 || version.minor < MIN_MINOR {
+            return Err(Error::UnsupportedVersion { pid, version: version.to_string(), detail: String::new() });
+        }
+        let dbg = if version.at_least(3, 13) {
+            debug_offsets::read(target.mem.as_ref(), target.runtime_addr, version.minor).map_err(|e| mem_error(pid, e))?
+        } else {
+            None
+        };
+        if version.at_least(3, 13) && dbg.is_none() {
+            return Err(Error::UnsupportedVersion {
+                pid,
+                version: version.to_string(),
+                detail: " (its _Py_DebugOffsets table has a layout this build of taskspy does not know)".into(),
+            });
+        }
+        let free_threaded = dbg.as_ref().map(|d| d.free_threaded).unwrap_or(ft_hint);
+        let file = layout_file::embedded(version.minor, free_threaded);
+        if file.is_none() && !version.at_least(3, 13) {
+            return Err(Error::UnsupportedVersion {
+                pid,
+                version: version.to_string(),
+                detail: format!(" (no python_layouts/3.{}{}.json; have {})", version.minor, if free_threaded { "t" } else { "" }, layout_file::embedded_labels().join(", ")),
+            });
+        }
+        if version.minor > MAX_MINOR && file.is_none() {
+            return Err(Error::UnsupportedVersion { pid, version: version.to_string(), detail: String::new() });
+        }
+        let off = Offsets::resolve(version, free_threaded, file.as_ref(), dbg.as_ref()).map_err(|missing| {
+            Error::UnsupportedVersion {
+                pid,
+                version: version.to_string(),
+                detail: format!(" (layout data lacks: {})", missing.join(", ")),
+            }
+        })?;
+        let types = TypeAddrs {
+            code: target.symbol("PyCode_Type"),
+            unicode: target.symbol("PyUnicode_Type"),
+            long: target.symbol("PyLong_Type"),
+            dict: target.symbol("PyDict_Type"),
+            none: target.symbol("_Py_NoneStruct"),
+        };
+        let library = if target.python.path != target.exe { Some(target.python.path.clone()) } else { None };
+        Ok(PyProcess {
+            pid,
+            mem: target.mem.clone(),
+            off,
+            version,
+            free_threaded,
+            runtime_addr: target.runtime_addr,
+            types,
+            executable: target.exe.clone(),
+            library,
+            code_cache: Mutex::new(HashMap::new()),
+            type_name_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn mem(&self) -> &dyn Memory {
+        self.mem.as_ref()
+    }
+
+    /// Convert a memory error into the user-facing error for this target.
+    pub fn err(&self, e: MemError) -> Error {
+        mem_error(self.pid, e)
+    }
+}
