@@ -118,3 +118,33 @@ impl PyProcess {
         mem_error(self.pid, e)
     }
 }
+
+impl PyProcess {
+    /// Build a reader over any memory (synthetic images in tests, core files later).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        pid: i32,
+        mem: Arc<dyn Memory>,
+        off: Offsets,
+        runtime_addr: u64,
+        types: TypeAddrs,
+        executable: String,
+    ) -> PyProcess {
+        PyProcess {
+            pid,
+            mem,
+            version: off.version,
+            free_threaded: off.free_threaded,
+            off,
+            runtime_addr,
+            types,
+            executable,
+            library: None,
+            code_cache: Mutex::new(HashMap::new()),
+            type_name_cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod synthetic_tests;

@@ -76,8 +76,9 @@ impl PyProcess {
             return Err(bad(addr));
         }
         let o = &self.off;
+        // Only the fixed header: a short string may sit at the very end of a mapping.
         let mut head = [0u8; 96];
-        let head_len = (o.str_compact_size + 8).min(96) as usize;
+        let head_len = (o.str_length.max(o.str_state) + 8).min(96) as usize;
         self.mem().read(addr, &mut head[..head_len])?;
         let length = head[..].u64_at(o.str_length);
         let state = head[..].u32_at(o.str_state);
@@ -92,7 +93,7 @@ impl PyProcess {
         } else if compact {
             addr + o.str_compact_size
         } else {
-            head[..].u64_at(o.str_compact_size)
+            self.mem().read_u64(addr + o.str_compact_size)?
         };
         let n = length.min(max_chars);
         let bytes = self.mem().read_vec(data, (n * kind as u64) as usize)?;

@@ -1,0 +1,284 @@
+//! Tests over synthetic memory images: free-threaded layouts (no such interpreter can be installed
+//! here), thread-local bytecode, and corrupt targets (cycles, absurd lengths, unmapped pointers).
+
+use super::debug_offsets::DebugOffsets;
+use super::offsets::Offsets;
+use super::version::PyVersion;
+use super::{PyProcess, TypeAddrs};
+use crate::attach::{MemError, SyntheticMemory};
+use crate::snapshot;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const CODE_TYPE: u64 = 0x5000_0000;
+const STR_TYPE: u64 = 0x5000_1000;
+const BYTES_TYPE: u64 = 0x5000_2000;
+const NONE: u64 = 0x5000_3000;
+
+/// Bump allocator writing objects into a synthetic image.
+struct Image {
+    mem: SyntheticMemory,
+    next: u64,
+}
+
+impl Image {
+    fn new() -> Image {
+        Image { mem: SyntheticMemory::new(), next: 0x1000_0000 }
+    }
+    fn alloc(&mut self, size: usize) -> u64 {
+        let addr = self.next + 64; // leave room for pre-headers
+        self.mem.map(self.next, vec![0; size + 64]);
+        self.next += ((size as u64 + 64 + 0xfff) & !0xfff) + 0x1000;
+        addr
+    }
+    fn u64(&mut self, addr: u64, v: u64) {
+        self.mem.write_u64(addr, v)
+    }
+    fn u32(&mut self, addr: u64, v: u32) {
+        self.mem.write_u32(addr, v)
+    }
+}
+
+/// Free-threaded 3.14 `_Py_DebugOffsets` values (from the 3.14t headers; object fields +16).
+fn ft314_debug_offsets() -> DebugOffsets {
+    let v: &[(&str, u64)] = &[
+        ("runtime_state.interpreters_head", 808),
+        ("interpreter_state.next", 7272),
+        ("interpreter_state.id", 7280),
+        ("interpreter_state.threads_head", 7344),
+        ("interpreter_state.imports_modules", 7688),
+        ("interpreter_state.ceval_gil", 16),
+        ("interpreter_state.gil_runtime_state", 7784),
+        ("interpreter_state.gil_runtime_state_enabled", 0),
+        ("interpreter_state.gil_runtime_state_locked", 7784 + 24),
+        ("interpreter_state.gil_runtime_state_holder", 7784 + 16),
+        ("thread_state.prev", 0),
+        ("thread_state.next", 8),
+        ("thread_state.interp", 16),
+        ("thread_state.current_frame", 72),
+        ("thread_state.thread_id", 152),
+        ("thread_state.native_thread_id", 160),
+        ("thread_state.status", 32),
+        ("interpreter_frame.size", 88),
+        ("interpreter_frame.previous", 8),
+        ("interpreter_frame.executable", 0),
+        ("interpreter_frame.instr_ptr", 56),
+        ("interpreter_frame.localsplus", 80),
+        ("interpreter_frame.owner", 78),
+        ("interpreter_frame.stackpointer", 64),
+        ("interpreter_frame.tlbc_index", 72),
+        ("code_object.filename", 128),
+        ("code_object.name", 136),
+        ("code_object.qualname", 144),
+        ("code_object.linetable", 152),
+        ("code_object.firstlineno", 84),
+        ("code_object.co_code_adaptive", 232),
+        ("code_object.co_tlbc", 224),
+        ("pyobject.ob_type", 24),
+        ("type_object.tp_name", 40),
+        ("type_object.tp_flags", 184),
+        ("tuple_object.ob_item", 48),
+        ("list_object.ob_item", 40),
+        ("list_object.ob_size", 32),
+        ("dict_object.ma_keys", 48),
+        ("dict_object.ma_values", 56),
+        ("long_object.lv_tag", 32),
+        ("long_object.ob_digit", 40),
+        ("bytes_object.ob_size", 32),
+        ("bytes_object.ob_sval", 48),
+        ("unicode_object.state", 48),
+        ("unicode_object.length", 32),
+        ("unicode_object.asciiobject_size", 56),
+    ];
+    DebugOffsets {
+        version_hex: 0x030e_00f0,
+        free_threaded: true,
+        values: v.iter().map(|(k, x)| (k.to_string(), *x)).collect::<HashMap<_, _>>(),
+    }
+}
+
+/// A free-threaded ASCII str: 32-byte object header, `interned` widened to a byte (kind at bit 8).
+fn ft_str(img: &mut Image, s: &str) -> u64 {
+    let a = img.alloc(56 + s.len() + 1);
+    img.u64(a + 24, STR_TYPE);
+    img.u64(a + 32, s.chars().count() as u64);
+    img.u32(a + 48, (1 << 8) | (1 << 11) | (1 << 12)); // kind 1, compact, ascii
+    img.mem.write(a + 56, s.as_bytes());
+    a
+}
+
+fn ft_bytes(img: &mut Image, b: &[u8]) -> u64 {
+    let a = img.alloc(48 + b.len() + 1);
+    img.u64(a + 24, BYTES_TYPE);
+    img.u64(a + 32, b.len() as u64);
+    img.mem.write(a + 48, b);
+    a
+}
+
+/// A code object whose location table maps unit k to line first+k (one "one-line" entry per unit).
+fn ft_code(img: &mut Image, name: &str, file: &str, first: i32, units: usize) -> u64 {
+    let c = img.alloc(232 + 2 * units);
+    img.u64(c + 24, CODE_TYPE);
+    let n = ft_str(img, name);
+    let q = ft_str(img, &format!("Cls.{name}"));
+    let f = ft_str(img, file);
+    let mut table = vec![0x80 | (10 << 3), 0, 0]; // unit 0: line +0
+    for _ in 1..units {
+        table.extend([0x80 | (11 << 3), 0, 0]); // each further unit: line +1
+    }
+    let lt = ft_bytes(img, &table);
+    img.u64(c + 136, n);
+    img.u64(c + 144, q);
+    img.u64(c + 128, f);
+    img.u64(c + 152, lt);
+    img.u32(c + 84, first as u32);
+    c
+}
+
+struct Ft314 {
+    img: Image,
+    runtime: u64,
+    interp: u64,
+    tstate: u64,
+    gil: u64,
+}
+
+fn ft314_base() -> Ft314 {
+    let mut img = Image::new();
+    let runtime = img.alloc(1024);
+    let interp = img.alloc(8192);
+    let tstate = img.alloc(1024);
+    let gil = interp + 7784;
+    img.u64(runtime + 808, interp);
+    img.u64(interp + 7344, tstate);
+    img.u64(interp + 16, gil);
+    img.u32(gil, 0); // GIL disabled
+    img.u64(tstate + 16, interp);
+    img.u64(tstate + 152, 0x7f00_0000_1000);
+    img.u32(tstate + 160, std::process::id());
+    img.u32(tstate + 32, 1 << 4); // _status.active
+    Ft314 { img, runtime, interp, tstate, gil }
+}
+
+fn reader(img: Image, runtime: u64) -> PyProcess {
+    let v = PyVersion::from_hex(0x030e_00f0);
+    let dbg = ft314_debug_offsets();
+    let off = Offsets::resolve(v, true, None, Some(&dbg)).expect("offsets");
+    let types = TypeAddrs { code: Some(CODE_TYPE), unicode: Some(STR_TYPE), long: None, dict: None, none: Some(NONE) };
+    PyProcess::from_parts(std::process::id() as i32, Arc::new(img.mem), off, runtime, types, "/synthetic/python3.14t".into())
+}
+
+#[test]
+fn free_threaded_314_stack_with_tagged_refs_and_entry_frames() {
+    let mut b = ft314_base();
+    let code = ft_code(&mut b.img, "handler", "/srv/app.py", 40, 8);
+    let outer = ft_code(&mut b.img, "main", "/srv/main.py", 10, 4);
+    let f1 = b.img.alloc(88);
+    let entry = b.img.alloc(88);
+    let f2 = b.img.alloc(88);
+    b.img.u64(b.tstate + 72, f1);
+    // innermost: tagged executable (low bit set), at unit 5 => line 45
+    b.img.u64(f1, code | 1);
+    b.img.u64(f1 + 56, code + 232 + 2 * 5);
+    b.img.u64(f1 + 8, entry);
+    // entry frame (owner INTERPRETER = 3) with None|1 as executable: skipped
+    b.img.mem.write(entry + 78, &[3]);
+    b.img.u64(entry, NONE | 1);
+    b.img.u64(entry + 8, f2);
+    b.img.u64(f2, outer);
+    b.img.u64(f2 + 56, outer + 232 + 2 * 2);
+    let py = reader(b.img, b.runtime);
+    let snap = snapshot::capture(&py).expect("snapshot");
+    assert!(snap.python.free_threaded);
+    assert!(!snap.python.gil_enabled, "GIL flag 0 means disabled");
+    assert_eq!(snap.threads.len(), 1);
+    let t = &snap.threads[0];
+    assert!(t.error.is_none(), "{:?}", t.error);
+    assert!(!t.holds_gil);
+    assert_eq!(t.state, snapshot::ThreadState::Running, "attached thread on a GIL-less build");
+    let got: Vec<(&str, &str, i64)> = t.frames.iter().map(|f| (f.function.as_str(), f.file.as_str(), f.line)).collect();
+    assert_eq!(got, vec![("Cls.handler", "/srv/app.py", 45), ("Cls.main", "/srv/main.py", 12)]);
+}
+
+#[test]
+fn free_threaded_gil_reenabled_is_reported() {
+    let mut b = ft314_base();
+    b.img.u32(b.gil, 1); // an extension without free-threading support re-enabled the GIL
+    b.img.u64(b.gil + 16, b.tstate); // last_holder
+    b.img.u32(b.gil + 24, 1); // locked
+    let py = reader(b.img, b.runtime);
+    let snap = snapshot::capture(&py).unwrap();
+    assert!(snap.python.gil_enabled);
+    assert!(snap.interpreters[0].gil_held);
+}
+
+#[test]
+fn thread_local_bytecode_index_is_used_for_lines() {
+    let mut b = ft314_base();
+    let code = ft_code(&mut b.img, "hot", "/srv/hot.py", 100, 8);
+    // co_tlbc -> {size 2, entries[0] = adaptive, entries[1] = a private copy elsewhere}
+    let copy = b.img.alloc(64);
+    let arr = b.img.alloc(24);
+    b.img.u64(arr, 2);
+    b.img.u64(arr + 8, code + 232);
+    b.img.u64(arr + 16, copy);
+    b.img.u64(code + 224, arr);
+    let f = b.img.alloc(88);
+    b.img.u64(b.tstate + 72, f);
+    b.img.u64(f, code);
+    b.img.u32(f + 72, 1); // tlbc_index
+    b.img.u64(f + 56, copy + 2 * 6); // unit 6 of the copy => line 106
+    let py = reader(b.img, b.runtime);
+    let snap = snapshot::capture(&py).unwrap();
+    assert_eq!(snap.threads[0].frames[0].line, 106);
+}
+
+#[test]
+fn cyclic_frame_chain_is_an_error_not_a_hang() {
+    let mut b = ft314_base();
+    let code = ft_code(&mut b.img, "loop", "/x.py", 1, 2);
+    let f1 = b.img.alloc(88);
+    let f2 = b.img.alloc(88);
+    b.img.u64(b.tstate + 72, f1);
+    for (f, next) in [(f1, f2), (f2, f1)] {
+        b.img.u64(f, code);
+        b.img.u64(f + 56, code + 232);
+        b.img.u64(f + 8, next);
+    }
+    let py = reader(b.img, b.runtime);
+    let err = py.walk_frames(f1).unwrap_err();
+    assert!(matches!(err, MemError::Other(ref m) if m.contains("loops")), "{err:?}");
+    // The whole snapshot still completes, flagging the thread.
+    let snap = snapshot::capture(&py).unwrap();
+    assert!(snap.threads[0].error.as_deref().unwrap_or("").contains("loops"));
+}
+
+#[test]
+fn absurd_lengths_and_unmapped_pointers_are_errors() {
+    let mut b = ft314_base();
+    let s = ft_str(&mut b.img, "ok");
+    b.img.u64(s + 32, u64::MAX / 3); // absurd length
+    let junk_kind = ft_str(&mut b.img, "x");
+    b.img.u32(junk_kind + 48, 7 << 8); // kind 7 does not exist
+    let code = ft_code(&mut b.img, "f", "/y.py", 1, 2);
+    b.img.u64(code + 128, 0xdead_0000); // filename pointer into nothing
+    let f = b.img.alloc(88);
+    b.img.u64(f, code);
+    let py = reader(b.img, b.runtime);
+    assert!(py.read_str(s).is_err());
+    assert!(py.read_str(junk_kind).is_err());
+    assert!(py.read_str(0).is_err());
+    assert!(py.walk_frames(f).is_err());
+    assert!(py.walk_frames(0x0bad_0000).is_err());
+}
+
+#[test]
+fn cyclic_thread_list_is_an_error() {
+    let mut b = ft314_base();
+    b.img.u64(b.tstate + 8, b.tstate); // next points to itself
+    let py = reader(b.img, b.runtime);
+    let interps = py.interpreters().unwrap();
+    assert!(py.threads_of(&interps[0], None).is_err());
+    assert!(matches!(snapshot::capture(&py), Err(crate::error::Error::Inconsistent(_))));
+    let _ = b.interp;
+}
