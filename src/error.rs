@@ -77,11 +77,16 @@ impl fmt::Display for Error {
             Error::NotPython { pid, detail } => {
                 write!(f, "PID {pid} is not a Python process ({detail})")
             }
-            Error::UnsupportedVersion { pid, version, detail } => write!(
-                f,
-                "unsupported Python version {version} in PID {pid}: taskspy supports CPython 3.8 to 3.15{detail}; \
-                 to add a version, generate its layout with `cargo run -p layoutgen` (see python_layouts/README.md)"
-            ),
+            Error::UnsupportedVersion { pid, version, detail } => {
+                write!(f, "unsupported Python version {version} in PID {pid}: taskspy supports CPython 3.8 to 3.15{detail}")?;
+                let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+                let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+                if major == 3 && minor >= 8 {
+                    // A newer or unusual build: a layout can be generated for it.
+                    write!(f, "; to add it, generate its layout with layoutgen (see python_layouts/README.md)")?;
+                }
+                Ok(())
+            }
             Error::TargetExited(pid) => write!(f, "target PID {pid} exited while taskspy was reading it"),
             Error::MissingSymbols { pid, binary } => write!(
                 f,

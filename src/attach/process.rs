@@ -82,6 +82,17 @@ pub fn check_exists(pid: i32) -> Result<()> {
     Ok(())
 }
 
+/// Why no `_PyRuntime` was found: an old Python, a stripped one, or no Python at all.
+pub fn no_runtime_error(pid: i32, python_files: &[String], exe: &str) -> Error {
+    match python_files.iter().find_map(|p| version_from_name(p)) {
+        Some((maj, min, _)) if maj != 3 || min < 8 => {
+            Error::UnsupportedVersion { pid, version: format!("{maj}.{min}"), detail: String::new() }
+        }
+        Some(_) => Error::MissingSymbols { pid, binary: python_files[0].clone() },
+        None => Error::NotPython { pid, detail: format!("no libpython or python binary is mapped; executable is {exe}") },
+    }
+}
+
 pub fn attach(pid: i32) -> Result<Target> {
     check_exists(pid)?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -131,17 +142,9 @@ pub fn attach(pid: i32) -> Result<Target> {
         }
     }
 
-    let name_version = candidates.iter().find_map(|p| version_from_name(p));
     let Some(python) = found else {
-        return Err(match name_version {
-            Some((maj, min, _)) if (maj, min) < (3, 8) || maj != 3 => Error::UnsupportedVersion {
-                pid,
-                version: format!("{maj}.{min}"),
-                detail: String::new(),
-            },
-            Some(_) => Error::MissingSymbols { pid, binary: candidates[0].to_string() },
-            None => Error::NotPython { pid, detail: format!("no libpython or python binary is mapped; executable is {exe}") },
-        });
+        let names: Vec<String> = candidates.iter().map(|s| s.to_string()).collect();
+        return Err(no_runtime_error(pid, &names, &exe));
     };
     if let Some((maj, min, _)) = version_from_name(&python.path) {
         if maj != 3 || min < 8 {
@@ -174,6 +177,17 @@ mod tests {
         assert_eq!(version_from_name("/x/libpython2.7.so.1.0"), Some((2, 7, false)));
         assert_eq!(version_from_name("/usr/bin/python3"), None);
         assert_eq!(version_from_name("/usr/bin/sleep"), None);
+    }
+
+    #[test]
+    fn no_runtime_is_classified() {
+        let f = |v: &[&str]| no_runtime_error(1, &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "/bin/x");
+        assert!(matches!(f(&["/usr/bin/python3.11"]), Error::MissingSymbols { .. }));
+        assert!(matches!(f(&["/usr/lib/libpython3.7m.so.1.0"]), Error::UnsupportedVersion { ref version, .. } if version == "3.7"));
+        assert!(matches!(f(&["/usr/lib/libpython2.7.so.1.0"]), Error::UnsupportedVersion { ref version, .. } if version == "2.7"));
+        assert!(matches!(f(&[]), Error::NotPython { .. }));
+        let msg = f(&["/usr/bin/python3.11"]).to_string();
+        assert!(msg.contains("stripped") && !msg.contains('\n'), "{msg}");
     }
 
     #[test]
