@@ -18,7 +18,7 @@ pub struct Snapshot {
     pub captured_at: String,
     pub python: PythonInfo,
     pub threads: Vec<ThreadSnap>,
-    pub tasks: Vec<serde_json::Value>,
+    pub tasks: Vec<TaskSnap>,
     pub findings: Vec<serde_json::Value>,
     /// One entry per interpreter (additive key).
     #[serde(default)]
@@ -44,6 +44,43 @@ pub struct InterpSnap {
     pub gil_holder_tid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gil_switch_number: Option<u64>,
+}
+
+/// One asyncio task (pending tasks only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskSnap {
+    /// Address of the task object, hex.
+    pub id: String,
+    pub name: String,
+    /// pending | done | cancelled
+    pub state: String,
+    /// Native TID of the thread whose event loop runs the task (null if unknown).
+    pub thread: Option<i32>,
+    pub interpreter: i64,
+    /// The task's coroutine chain, innermost first.
+    pub coroutine_stack: Vec<Frame>,
+    /// Tasks this task awaits (directly, via gather, or as TaskGroup parent).
+    pub awaiting: Vec<String>,
+    /// Tasks awaiting this one (same meaning as CPython 3.14's awaited_by).
+    pub awaited_by: Vec<String>,
+    pub waiting_on: WaitingOn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitingOn {
+    /// task | gather | taskgroup | future | lock | event | condition | semaphore | queue | sleep | unknown
+    pub kind: String,
+    /// The future the task is blocked on (`_fut_waiter`), hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub future: Option<String>,
+    /// The asyncio primitive (Lock, Event, Queue...) waited on, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_type: Option<String>,
+    /// Not blocked on anything: ready to run or running.
+    #[serde(default)]
+    pub runnable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +154,9 @@ fn capture_once(py: &PyProcess, tolerate: bool) -> std::result::Result<Snapshot,
     let current = py.tstate_current()?;
     let os_tids = os_thread_ids(py.pid);
     let mut threads = Vec::new();
+    let mut tasks = Vec::new();
     let mut interp_snaps = Vec::new();
+    let aio = crate::asyncio::Asyncio::new(py);
     let mut gil_enabled = true;
     for interp in &interps {
         gil_enabled &= interp.gil_enabled;
@@ -125,6 +164,7 @@ fn capture_once(py: &PyProcess, tolerate: bool) -> std::result::Result<Snapshot,
         let names = py.thread_names(interp.addr).unwrap_or_else(|e| { if std::env::var_os("TASKSPY_DEBUG").is_some() { eprintln!("debug: thread names: {e}"); } Default::default() });
         let pthread_tid_off = if py.off.ts_native_thread_id.is_none() { pthread_tid_offset(py, &records) } else { None };
         let mut holder_tid = None;
+        let mut with_tids = Vec::new();
         for rec in records.iter().rev() {
             let info = names.get(&rec.ident);
             let tid = rec
@@ -143,6 +183,7 @@ fn capture_once(py: &PyProcess, tolerate: bool) -> std::result::Result<Snapshot,
             if rec.holds_gil {
                 holder_tid = tid;
             }
+            with_tids.push((rec.clone(), tid));
             threads.push(ThreadSnap {
                 tid,
                 ident: rec.ident,
@@ -155,6 +196,12 @@ fn capture_once(py: &PyProcess, tolerate: bool) -> std::result::Result<Snapshot,
                 truncated: stack.truncated,
                 error,
             });
+        }
+        match aio.collect_tasks(interp, &with_tids) {
+            Ok(t) => tasks.extend(t),
+            Err(e @ (MemError::Exited | MemError::Permission)) => return Err(e),
+            Err(e) if !tolerate => return Err(e),
+            Err(_) => {}
         }
         interp_snaps.push(InterpSnap {
             id: interp.id,
@@ -178,7 +225,7 @@ fn capture_once(py: &PyProcess, tolerate: bool) -> std::result::Result<Snapshot,
             library: py.library.clone(),
         },
         threads,
-        tasks: Vec::new(),
+        tasks,
         findings: Vec::new(),
         interpreters: interp_snaps,
     })

@@ -18,9 +18,19 @@ pub struct Target {
     /// Other mapped ELFs with python-ish names (e.g. the executable when libpython is shared).
     pub others: Vec<ElfInfo>,
     pub runtime_addr: u64,
+    /// The `_asyncio` extension module, when it is a separate shared object and already loaded.
+    pub asyncio: Option<ElfInfo>,
 }
 
 impl Target {
+    /// Address and size of a section in the python ELF, the `_asyncio` module or another python ELF.
+    pub fn section(&self, name: &str) -> Option<(u64, u64)> {
+        self.python
+            .section(name)
+            .or_else(|| self.asyncio.as_ref().and_then(|e| e.section(name)))
+            .or_else(|| self.others.iter().find_map(|e| e.section(name)))
+    }
+
     /// Address of an exported symbol in whichever python ELF has it.
     pub fn symbol(&self, name: &str) -> Option<u64> {
         self.python.symbol(name).or_else(|| self.others.iter().find_map(|e| e.symbol(name)))
@@ -156,12 +166,18 @@ pub fn attach(pid: i32) -> Result<Target> {
         .or_else(|| python.section(".PyRuntime").map(|(a, _)| a))
         .ok_or_else(|| Error::MissingSymbols { pid, binary: python.path.clone() })?;
 
+    // `_asyncio` is only mapped once the target imported asyncio; its ELF carries 3.14's AsyncioDebug.
+    let asyncio = files
+        .iter()
+        .filter(|p| p.rsplit('/').next().unwrap_or("").starts_with("_asyncio"))
+        .find_map(|p| read_target_file(pid, p).and_then(|d| elf::load(p, &d, &maps).ok()));
+
     let mem: Arc<dyn Memory> = Arc::new(ProcessMemory { pid });
     // One probe read tells permission problems and vanished targets apart from layout problems.
     if let Err(e) = mem.read_u64(runtime_addr) {
         return Err(mem_error(pid, e));
     }
-    Ok(Target { pid, mem, exe, maps, python, others, runtime_addr })
+    Ok(Target { pid, mem, exe, maps, python, others, runtime_addr, asyncio })
 }
 
 #[cfg(test)]

@@ -27,6 +27,16 @@ pub struct TypeAddrs {
     pub long: Option<u64>,
     pub dict: Option<u64>,
     pub none: Option<u64>,
+    pub coro: Option<u64>,
+    pub gen: Option<u64>,
+    pub weakref: Option<u64>,
+    pub method: Option<u64>,
+    pub cfunction: Option<u64>,
+    pub tuple: Option<u64>,
+    pub list: Option<u64>,
+    pub set: Option<u64>,
+    /// The set "dummy" object marking deleted set entries (value of `_PySet_Dummy`).
+    pub set_dummy: Option<u64>,
 }
 
 pub struct PyProcess {
@@ -39,6 +49,11 @@ pub struct PyProcess {
     pub types: TypeAddrs,
     pub executable: String,
     pub library: Option<String>,
+    /// The version's layout data (also used by the asyncio layer).
+    pub layout: Option<layout_file::LayoutFile>,
+    pub debug_offsets: Option<debug_offsets::DebugOffsets>,
+    /// Address of the 3.14+ `.AsyncioDebug` section, if the `_asyncio` code is mapped.
+    pub asyncio_debug_addr: Option<u64>,
     code_cache: Mutex<HashMap<u64, Arc<code::CodeInfo>>>,
     type_name_cache: Mutex<HashMap<u64, String>>,
 }
@@ -92,7 +107,17 @@ impl PyProcess {
             long: target.symbol("PyLong_Type"),
             dict: target.symbol("PyDict_Type"),
             none: target.symbol("_Py_NoneStruct"),
+            coro: target.symbol("PyCoro_Type"),
+            gen: target.symbol("PyGen_Type"),
+            weakref: target.symbol("_PyWeakref_RefType"),
+            method: target.symbol("PyMethod_Type"),
+            cfunction: target.symbol("PyCFunction_Type"),
+            tuple: target.symbol("PyTuple_Type"),
+            list: target.symbol("PyList_Type"),
+            set: target.symbol("PySet_Type"),
+            set_dummy: target.symbol("_PySet_Dummy").and_then(|a| target.mem.read_u64(a).ok()),
         };
+        let asyncio_debug_addr = target.section(".AsyncioDebug").map(|(a, _)| a);
         let library = if target.python.path != target.exe { Some(target.python.path.clone()) } else { None };
         Ok(PyProcess {
             pid,
@@ -104,6 +129,9 @@ impl PyProcess {
             types,
             executable: target.exe.clone(),
             library,
+            layout: file,
+            debug_offsets: dbg,
+            asyncio_debug_addr,
             code_cache: Mutex::new(HashMap::new()),
             type_name_cache: Mutex::new(HashMap::new()),
         })
@@ -140,6 +168,9 @@ impl PyProcess {
             types,
             executable,
             library: None,
+            layout: None,
+            debug_offsets: None,
+            asyncio_debug_addr: None,
             code_cache: Mutex::new(HashMap::new()),
             type_name_cache: Mutex::new(HashMap::new()),
         }

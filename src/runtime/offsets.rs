@@ -329,7 +329,18 @@ impl Offsets {
         let tp_flags = s.df("type_object.tp_flags", "PyTypeObject", &["tp_flags"]).unwrap_or(168 + head);
         let tp_dictoffset = s.df("type_object.tp_dictoffset", "PyTypeObject", &["tp_dictoffset"]).unwrap_or(288 + head);
         let tp_basicsize = s.df("type_object.tp_basicsize", "PyTypeObject", &["tp_basicsize"]).unwrap_or(32 + head);
-        let ht_cached_keys = s.df("heap_type_object.ht_cached_keys", "PyHeapTypeObject", &["ht_cached_keys"]);
+        // Defaults measured on x86-64 release builds (CPython headers) when the data lacks the field.
+        let ht_cached_keys = s.df("heap_type_object.ht_cached_keys", "PyHeapTypeObject", &["ht_cached_keys"]).or(
+            match (v.minor, free_threaded) {
+                (11, _) => Some(872),
+                (12, _) => Some(880),
+                (13 | 14, false) => Some(880),
+                (13 | 14, true) => Some(896),
+                (15, false) => Some(888),
+                (15, true) => Some(904),
+                _ => None,
+            },
+        );
 
         let str_length = s.df("unicode_object.length", "PyASCIIObject", &["length"]).unwrap_or(16 + head);
         let str_state = s.df("unicode_object.state", "PyASCIIObject", &["state"]).unwrap_or(32 + head);

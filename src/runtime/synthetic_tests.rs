@@ -164,7 +164,7 @@ fn reader(img: Image, runtime: u64) -> PyProcess {
     let v = PyVersion::from_hex(0x030e_00f0);
     let dbg = ft314_debug_offsets();
     let off = Offsets::resolve(v, true, None, Some(&dbg)).expect("offsets");
-    let types = TypeAddrs { code: Some(CODE_TYPE), unicode: Some(STR_TYPE), long: None, dict: None, none: Some(NONE) };
+    let types = TypeAddrs { code: Some(CODE_TYPE), unicode: Some(STR_TYPE), none: Some(NONE), ..Default::default() };
     PyProcess::from_parts(std::process::id() as i32, Arc::new(img.mem), off, runtime, types, "/synthetic/python3.14t".into())
 }
 

@@ -1,0 +1,190 @@
+//! Await chains: from a task's coroutine follow each suspended coroutine's "yield from" target
+//! (per-version rules) down to the future it ultimately waits on. Bounded in depth.
+
+use super::offsets::YieldFrom;
+use super::{Asyncio, ObjKind};
+use crate::attach::{MemError, MemResult};
+use crate::runtime::frames::Frame;
+
+/// Longest await chain followed.
+pub const MAX_CHAIN: usize = 256;
+
+/// The result of following a task's coroutine.
+#[derive(Debug, Clone, Default)]
+pub struct AwaitChain {
+    /// Coroutine frames, innermost first.
+    pub frames: Vec<Frame>,
+    /// Address of each coroutine frame's `self`-free identity: the coroutine objects, innermost first.
+    pub coroutines: Vec<u64>,
+    /// The object the innermost coroutine awaits (a Future/Task via FutureIter, or the object itself).
+    pub awaited: Option<u64>,
+    /// The coroutine is running right now (its frames are on a thread's stack).
+    pub running: bool,
+    /// First local (`self` for methods) of each coroutine frame, innermost first (0 if none).
+    pub first_locals: Vec<u64>,
+}
+
+impl Asyncio<'_> {
+    pub fn await_chain(&self, coro: u64) -> MemResult<AwaitChain> {
+        let mut chain = AwaitChain::default();
+        let mut obj = coro;
+        for _ in 0..MAX_CHAIN {
+            match self.kind(obj) {
+                ObjKind::Coroutine | ObjKind::Generator => {
+                    let (frame, yf, running) = self.gen_frame(obj)?;
+                    if let Some(f) = frame {
+                        chain.frames.push(f);
+                        chain.coroutines.push(obj);
+                        chain.first_locals.push(self.first_local(obj).unwrap_or(0));
+                    }
+                    chain.running |= running;
+                    match yf {
+                        Some(next) => obj = next,
+                        None => break,
+                    }
+                }
+                ObjKind::FutureIter => {
+                    let fut = self.py.mem().read_u64(obj + self.off.futureiter_future)?;
+                    chain.awaited = (fut != 0).then_some(fut);
+                    break;
+                }
+                ObjKind::Task | ObjKind::Future | ObjKind::GatheringFuture | ObjKind::PyTask | ObjKind::PyFuture => {
+                    chain.awaited = Some(obj);
+                    break;
+                }
+                _ => {
+                    if obj != coro {
+                        chain.awaited = Some(obj);
+                    }
+                    break;
+                }
+            }
+        }
+        chain.frames.reverse();
+        chain.coroutines.reverse();
+        chain.first_locals.reverse();
+        Ok(chain)
+    }
+
+    /// `localsplus[0]` of a coroutine's frame: `self` when the coroutine is a method.
+    fn first_local(&self, gen: u64) -> MemResult<u64> {
+        let mem = self.py.mem();
+        let v = match self.off.gen_frame {
+            Some(fo) => {
+                let f = mem.read_u64(gen + fo)?;
+                mem.read_u64(f + self.off.f_localsplus)?
+            }
+            None => mem.read_u64(gen + self.off.gen_iframe.unwrap_or(72) + self.off.if_localsplus)?,
+        };
+        Ok(if v & 3 == 3 { 0 } else { v & !3 })
+    }
+
+    /// A coroutine/generator's current frame (None once finished), its awaited object, and
+    /// whether it is executing.
+    fn gen_frame(&self, gen: u64) -> MemResult<(Option<Frame>, Option<u64>, bool)> {
+        let py = self.py;
+        let o = &self.off;
+        let mem = py.mem();
+        if let Some(fo) = o.gen_frame {
+            // 3.8–3.10: a heap frame object, NULL when finished.
+            let f = mem.read_u64(gen + fo)?;
+            if f == 0 {
+                return Ok((None, None, false));
+            }
+            let frame = self.frame_object_frame(f)?;
+            let code = mem.read_u64(f + o.f_code)?;
+            let lasti = mem.read_i32(f + o.f_lasti)? as i64;
+            let code_bytes = o.code_code.map(|c| mem.read_u64(code + c)).transpose()?.unwrap_or(0);
+            let yf = match o.yield_from {
+                YieldFrom::StackTop => {
+                    let top = mem.read_u64(f + o.f_stacktop.unwrap_or(72))?;
+                    if top != 0 && lasti >= 0 && self.next_opcode(code_bytes, lasti + 2)? == Some(72) {
+                        Some(mem.read_u64(top - 8)?)
+                    } else {
+                        None
+                    }
+                }
+                _ => {
+                    let depth = mem.read_i32(f + o.f_stackdepth.unwrap_or(80))? as i64;
+                    if lasti >= 0 && depth > 0 && depth < 1 << 16 && self.next_opcode(code_bytes, (lasti + 1) * 2)? == Some(72) {
+                        let vs = f + o.f_valuestack;
+                        let base = mem.read_u64(vs)?;
+                        Some(mem.read_u64(base + 8 * (depth as u64 - 1))?)
+                    } else {
+                        None
+                    }
+                }
+            };
+            let running = top_is_executing(py, f);
+            return Ok((Some(frame), yf.filter(|x| *x != 0), running));
+        }
+        // 3.11+: the frame is embedded in the generator object.
+        let state = mem.read_u8(gen + o.gen_frame_state.unwrap_or(67))? as i8;
+        if o.state_finished.contains(&state) || (o.state_finished.len() == 2 && state >= o.state_finished[0]) {
+            return Ok((None, None, false));
+        }
+        let iframe = gen + o.gen_iframe.unwrap_or(72);
+        let (frame, _) = py.interp_frame(iframe)?;
+        let executing = state == 0 && py.version.minor <= 14 || (py.version.minor >= 15 && state == 4);
+        let yf = match o.yield_from {
+            YieldFrom::Resume { opcodes } if state == o.state_suspended => {
+                let ip = mem.read_u64(iframe + o.if_instr)?;
+                let next = mem.read_u16(ip + 2)?;
+                let (op, arg) = ((next & 0xff) as u8, (next >> 8) as u8);
+                if opcodes.contains(&op) && arg >= 2 {
+                    self.stack_peek_index(iframe, 1)?
+                } else {
+                    None
+                }
+            }
+            YieldFrom::StateIndex if state == o.state_suspended => self.stack_peek_index(iframe, 1)?,
+            YieldFrom::StatePointer { depth } if state == o.state_suspended => {
+                let sp = mem.read_u64(iframe + o.if_stack)?;
+                if sp < iframe || sp - iframe > 1 << 20 {
+                    return Err(MemError::Unmapped(sp));
+                }
+                let v = mem.read_u64(sp - 8 * depth)?;
+                if v & 3 == 3 { None } else { Some(v & !3) }
+            }
+            _ => None,
+        };
+        Ok((frame, yf.filter(|x| *x != 0 && Some(*x) != py.types.none), executing))
+    }
+
+    /// 3.11–3.13: `localsplus[stacktop - n]` (stacktop is an index).
+    fn stack_peek_index(&self, iframe: u64, n: u64) -> MemResult<Option<u64>> {
+        let mem = self.py.mem();
+        let top = mem.read_i32(iframe + self.off.if_stack)? as i64;
+        if top < n as i64 || top > 1 << 16 {
+            return Ok(None);
+        }
+        let v = mem.read_u64(iframe + self.off.if_localsplus + 8 * (top as u64 - n))?;
+        Ok(Some(v & !1))
+    }
+
+    fn next_opcode(&self, code_bytes: u64, at: i64) -> MemResult<Option<u8>> {
+        if code_bytes == 0 || at < 0 {
+            return Ok(None);
+        }
+        let size = self.py.mem().read_i64(code_bytes + self.py.off.ob_size)?;
+        if at >= size {
+            return Ok(None);
+        }
+        Ok(Some(self.py.mem().read_u8(code_bytes + self.py.off.bytes_sval + at as u64)?))
+    }
+
+    /// One `PyFrameObject` decoded (3.8–3.10).
+    fn frame_object_frame(&self, f: u64) -> MemResult<Frame> {
+        let py = self.py;
+        let code = py.mem().read_u64(f + self.off.f_code)?;
+        let info = py.code_info(code)?;
+        let lasti = py.mem().read_i32(f + self.off.f_lasti)? as i64;
+        let addr = if py.version.minor >= 10 && lasti >= 0 { lasti * 2 } else { lasti };
+        Ok(Frame { function: info.function().to_string(), file: info.filename.clone(), line: info.line(addr).unwrap_or(0) })
+    }
+}
+
+/// 3.8–3.10 frame objects: `f_stacktop == NULL` (3.8/3.9) while executing. Best effort.
+fn top_is_executing(_py: &crate::runtime::PyProcess, _f: u64) -> bool {
+    false
+}

@@ -1,0 +1,116 @@
+//! asyncio: every task of every event loop, found from memory per version, with its coroutine
+//! stack (await chain), what it waits on, and the awaited-by relation (explicit in 3.14+, inferred before).
+
+pub mod assemble;
+pub mod coro;
+pub mod offsets;
+pub mod registry;
+pub mod task;
+
+use crate::runtime::PyProcess;
+use offsets::{AsyncioDebug, AsyncioOffsets};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// asyncio reader bound to one `PyProcess`.
+pub struct Asyncio<'a> {
+    pub py: &'a PyProcess,
+    pub off: AsyncioOffsets,
+    /// type address -> kind, cached (types outlive snapshots)
+    kinds: Mutex<HashMap<u64, ObjKind>>,
+}
+
+/// What an object is, as far as await chains and waits are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjKind {
+    Coroutine,
+    Generator,
+    AsyncGenASend,
+    FutureIter,
+    /// C Task or a subclass
+    Task,
+    /// pure-Python `asyncio.tasks._PyTask` (or subclass)
+    PyTask,
+    GatheringFuture,
+    /// C Future or subclass (not a Task)
+    Future,
+    PyFuture,
+    Other,
+}
+
+impl<'a> Asyncio<'a> {
+    pub fn new(py: &'a PyProcess) -> Asyncio<'a> {
+        let debug = py
+            .asyncio_debug_addr
+            .and_then(|a| py.mem().read_vec(a, 104).ok())
+            .and_then(|b| AsyncioDebug::parse(&b));
+        let off = AsyncioOffsets::resolve(py.version, py.free_threaded, py.layout.as_ref(), debug, py.debug_offsets.as_ref());
+        Asyncio { py, off, kinds: Mutex::new(HashMap::new()) }
+    }
+
+    /// Classify an object by its type (and its MRO for subclasses).
+    pub fn kind(&self, obj: u64) -> ObjKind {
+        let Ok(ty) = self.py.ob_type(obj) else { return ObjKind::Other };
+        if let Some(k) = self.kinds.lock().unwrap().get(&ty) {
+            return *k;
+        }
+        let t = &self.py.types;
+        let k = if Some(ty) == t.coro {
+            ObjKind::Coroutine
+        } else if Some(ty) == t.gen {
+            ObjKind::Generator
+        } else {
+            self.kind_by_names(ty)
+        };
+        self.kinds.lock().unwrap().insert(ty, k);
+        k
+    }
+
+    fn kind_by_names(&self, ty: u64) -> ObjKind {
+        let names = self.mro_names(ty);
+        let has = |n: &str| names.iter().any(|x| x == n);
+        let first = names.first().map(String::as_str).unwrap_or("");
+        match first {
+            "coroutine" => return ObjKind::Coroutine,
+            "generator" => return ObjKind::Generator,
+            "async_generator_asend" => return ObjKind::AsyncGenASend,
+            "_asyncio.FutureIter" | "FutureIter" => return ObjKind::FutureIter,
+            _ => {}
+        }
+        if has("_asyncio.Task") {
+            ObjKind::Task
+        } else if has("_GatheringFuture") {
+            ObjKind::GatheringFuture
+        } else if has("_asyncio.Future") {
+            ObjKind::Future
+        } else if has("_PyTask") || (has("Task") && has("Future")) {
+            ObjKind::PyTask
+        } else if has("_PyFuture") || has("Future") {
+            ObjKind::PyFuture
+        } else {
+            ObjKind::Other
+        }
+    }
+
+    /// `tp_name` of the type and of every class on its MRO.
+    pub fn mro_names(&self, ty: u64) -> Vec<String> {
+        let py = self.py;
+        let mut out = Vec::new();
+        if let Ok(n) = py.type_name(ty) {
+            out.push(n);
+        }
+        let mro_off = py.layout.as_ref().and_then(|l| l.field("PyTypeObject", "tp_mro")).unwrap_or(344 + if py.free_threaded { 16 } else { 0 });
+        if let Ok(mro) = py.mem().read_u64(ty + mro_off) {
+            if mro != 0 {
+                if let Ok(items) = py.read_sequence(mro, true, 64) {
+                    for t in items.into_iter().skip(1) {
+                        if let Ok(n) = py.type_name(t) {
+                            out.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}

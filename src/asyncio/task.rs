@@ -1,0 +1,160 @@
+//! Reading one task: state, name, coroutine chain, the future it waits on, its loop, its
+//! callbacks (for inferring who awaits it), and the explicit awaited-by field on 3.14+.
+
+use super::coro::AwaitChain;
+use super::{Asyncio, ObjKind};
+use crate::attach::{Buf, MemResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FutState {
+    Pending,
+    Cancelled,
+    Finished,
+}
+
+impl FutState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FutState::Pending => "pending",
+            FutState::Cancelled => "cancelled",
+            FutState::Finished => "done",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RawTask {
+    pub addr: u64,
+    pub name: String,
+    pub state: FutState,
+    pub loop_addr: u64,
+    pub fut_waiter: Option<u64>,
+    pub coro: u64,
+    pub chain: AwaitChain,
+    /// Objects whose callbacks list holds a wake-up for this task's completion (callback objects).
+    pub callbacks: Vec<u64>,
+    /// 3.14+: tasks recorded in `fut_awaited_by`.
+    pub awaited_by: Option<Vec<u64>>,
+    pub python_task: bool,
+}
+
+impl Asyncio<'_> {
+    pub fn read_task(&self, addr: u64) -> MemResult<RawTask> {
+        match self.kind(addr) {
+            ObjKind::PyTask => self.read_py_task(addr),
+            _ => self.read_c_task(addr),
+        }
+    }
+
+    fn read_c_task(&self, addr: u64) -> MemResult<RawTask> {
+        let py = self.py;
+        let o = &self.off;
+        let b = py.mem().read_vec(addr, o.task_read_size as usize)?;
+        let state = match b.i32_at(o.fut_state) {
+            0 => FutState::Pending,
+            1 => FutState::Cancelled,
+            _ => FutState::Finished,
+        };
+        let name_obj = b.u64_at(o.task_name);
+        let name = self.task_name(name_obj);
+        let coro = b.u64_at(o.task_coro);
+        let waiter = b.u64_at(o.task_fut_waiter);
+        let chain = if coro != 0 && state == FutState::Pending { self.await_chain(coro)? } else { AwaitChain::default() };
+        let awaited_by = match (o.fut_awaited_by, o.fut_awaited_by_is_set) {
+            (Some(ab), Some(is_set)) => {
+                let v = b.u64_at(ab);
+                Some(if v == 0 {
+                    vec![]
+                } else if b.u8_at(is_set) != 0 {
+                    self.set_members(v).unwrap_or_default()
+                } else {
+                    vec![v]
+                })
+            }
+            _ => None,
+        };
+        Ok(RawTask {
+            addr,
+            name,
+            state,
+            loop_addr: b.u64_at(o.fut_loop),
+            fut_waiter: (waiter != 0).then_some(waiter),
+            coro,
+            chain,
+            callbacks: self.future_callbacks(addr).unwrap_or_default(),
+            awaited_by,
+            python_task: false,
+        })
+    }
+
+    /// Pure-Python `_PyTask`: everything is an instance attribute.
+    fn read_py_task(&self, addr: u64) -> MemResult<RawTask> {
+        let py = self.py;
+        let attr = |n: &str| py.getattr(addr, n).ok().flatten().unwrap_or(0);
+        let state = match py.read_str(attr("_state")).as_deref() {
+            Ok("PENDING") => FutState::Pending,
+            Ok("CANCELLED") => FutState::Cancelled,
+            _ => FutState::Finished,
+        };
+        let coro = attr("_coro");
+        let waiter = attr("_fut_waiter");
+        let chain = if coro != 0 && state == FutState::Pending { self.await_chain(coro)? } else { AwaitChain::default() };
+        let mut callbacks = Vec::new();
+        let cbs = attr("_callbacks");
+        if cbs != 0 {
+            for item in py.read_sequence(cbs, false, 10_000).unwrap_or_default() {
+                if let Ok(pair) = py.read_sequence(item, true, 4) {
+                    if let Some(cb) = pair.first() {
+                        callbacks.push(*cb);
+                    }
+                }
+            }
+        }
+        Ok(RawTask {
+            addr,
+            name: self.task_name(attr("_name")),
+            state,
+            loop_addr: attr("_loop"),
+            fut_waiter: (waiter != 0 && Some(waiter) != py.types.none).then_some(waiter),
+            coro,
+            chain,
+            callbacks,
+            awaited_by: None,
+            python_task: true,
+        })
+    }
+
+    /// A task's name: a str, or (3.12+) an int N meaning "Task-N" until first asked for.
+    pub fn task_name(&self, obj: u64) -> String {
+        let py = self.py;
+        if obj == 0 {
+            return String::new();
+        }
+        match py.ob_type(obj) {
+            Ok(t) if Some(t) == py.types.long => py.read_long(obj).map(|n| format!("Task-{n}")).unwrap_or_default(),
+            _ => py.read_str(obj).unwrap_or_else(|_| "<unreadable name>".into()),
+        }
+    }
+
+    /// The callback objects registered on a C future: `fut_callback0` then `fut_callbacks[i][0]`.
+    pub fn future_callbacks(&self, fut: u64) -> MemResult<Vec<u64>> {
+        let py = self.py;
+        let o = &self.off;
+        let mut out = Vec::new();
+        let cb0 = py.mem().read_u64(fut + o.fut_callback0)?;
+        if cb0 != 0 {
+            out.push(cb0);
+        }
+        let list = py.mem().read_u64(fut + o.fut_callbacks)?;
+        if list != 0 && Some(list) != py.types.none {
+            for item in py.read_sequence(list, false, 100_000)? {
+                if let Ok(pair) = py.read_sequence(item, true, 4) {
+                    if let Some(cb) = pair.first() {
+                        out.push(*cb);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
