@@ -29,6 +29,12 @@ pub enum Command {
     /// Print every thread's Python stack (text, or JSON with --json).
     #[command(after_help = EXIT_CODES)]
     Dump(DumpArgs),
+    /// Table of asyncio tasks: thread, id, name, coroutine stack, awaiter (like `python -m asyncio ps`).
+    #[command(after_help = EXIT_CODES)]
+    Ps(TaskArgs),
+    /// Tree of asyncio tasks by awaited-by, with coroutine stacks; cycles marked, never refused.
+    #[command(after_help = EXIT_CODES)]
+    Pstree(TaskArgs),
     /// Start a bundled example service with the machine's python3, attach to it and dump it.
     #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
@@ -58,6 +64,18 @@ pub struct DumpArgs {
     #[arg(long)]
     pub json: bool,
     /// Pause the target while reading (consistent view; always resumed, also on error and Ctrl-C).
+    #[arg(long)]
+    pub blocking: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TaskArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Pause the target while reading.
     #[arg(long)]
     pub blocking: bool,
 }

@@ -2,6 +2,7 @@
 //! Pipeline: attach (process, symbols) → runtime (layouts, threads, frames, objects) → snapshot → render.
 
 pub mod attach;
+pub mod analysis;
 pub mod asyncio;
 pub mod commands;
 pub mod error;

@@ -5,7 +5,7 @@ mod cli;
 
 use clap::Parser;
 use std::io::Write;
-use taskspy::commands::{demo, dump};
+use taskspy::commands::{demo, dump, tasks};
 use taskspy::error::exit;
 
 fn main() {
@@ -21,6 +21,8 @@ fn main() {
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         cli::Command::Dump(a) => dump::run(&dump::DumpOptions { pid: a.target.pid(), json: a.json, blocking: a.blocking }),
+        cli::Command::Ps(a) => tasks::ps(a.target.pid(), a.json, a.blocking),
+        cli::Command::Pstree(a) => tasks::pstree(a.target.pid(), a.json, a.blocking),
         cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
     };
     match result {

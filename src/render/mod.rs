@@ -3,4 +3,5 @@
 
 pub mod escape;
 pub mod json;
+pub mod tasks;
 pub mod text;

@@ -1,0 +1,290 @@
+//! The task tree by awaited-by: roots are tasks nobody awaits; children are the tasks a task
+//! awaits. Cycles never stop the drawing: every task appears, cycles are cut and listed.
+
+use crate::snapshot::TaskSnap;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeNode {
+    pub id: String,
+    pub name: String,
+    pub thread: Option<i32>,
+    pub state: String,
+    pub waiting_on: String,
+    pub coroutine_stack: Vec<crate::runtime::frames::Frame>,
+    pub children: Vec<TreeNode>,
+    /// This task is already drawn higher up on this path (the edge closes a cycle).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cycle: bool,
+    /// This task was drawn in full elsewhere (it has several parents); not expanded again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shown_elsewhere: bool,
+    /// The tree was cut here at MAX_TREE_DEPTH; the children are drawn as separate roots.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continued_below: bool,
+}
+
+/// Deepest nesting drawn in one tree (keeps rendering and JSON bounded).
+pub const MAX_TREE_DEPTH: usize = 256;
+
+impl Drop for TreeNode {
+    // Iterative drop: a very deep tree must not overflow the stack.
+    fn drop(&mut self) {
+        let mut pending: Vec<TreeNode> = std::mem::take(&mut self.children);
+        while let Some(mut n) = pending.pop() {
+            pending.extend(std::mem::take(&mut n.children));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskTree {
+    pub roots: Vec<TreeNode>,
+    /// Each cycle as task ids, first id repeated at the end.
+    pub cycles: Vec<Vec<String>>,
+}
+
+/// Elementary cycles found by DFS back edges (like CPython's tools), deduplicated by rotation.
+pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
+    let graph: HashMap<&str, Vec<&str>> =
+        tasks.iter().map(|t| (t.id.as_str(), t.awaiting.iter().map(String::as_str).collect())).collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum C {
+        White,
+        Grey,
+        Black,
+    }
+    let mut color: HashMap<&str, C> = graph.keys().map(|k| (*k, C::White)).collect();
+    let mut cycles = Vec::new();
+    let mut seen_sets: HashSet<Vec<String>> = HashSet::new();
+    for start in tasks.iter().map(|t| t.id.as_str()) {
+        if color.get(start) != Some(&C::White) {
+            continue;
+        }
+        // Iterative DFS (no recursion: 100,000-task chains must not overflow the stack).
+        let mut path: Vec<&str> = vec![start];
+        let mut iters: Vec<usize> = vec![0];
+        color.insert(start, C::Grey);
+        while let Some(&v) = path.last() {
+            let i = *iters.last().unwrap();
+            let kids = graph.get(v).map(Vec::as_slice).unwrap_or(&[]);
+            if i < kids.len() {
+                *iters.last_mut().unwrap() += 1;
+                let w = kids[i];
+                match color.get(w).copied() {
+                    Some(C::White) => {
+                        color.insert(w, C::Grey);
+                        path.push(w);
+                        iters.push(0);
+                    }
+                    Some(C::Grey) => {
+                        let pos = path.iter().position(|x| *x == w).unwrap();
+                        let mut cyc: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
+                        let mut key = cyc.clone();
+                        key.sort();
+                        if seen_sets.insert(key) {
+                            cyc.push(w.to_string());
+                            cycles.push(cyc);
+                        }
+                    }
+                    _ => {}
+                }
+            } else {
+                color.insert(v, C::Black);
+                path.pop();
+                iters.pop();
+            }
+        }
+    }
+    cycles
+}
+
+pub fn build(tasks: &[TaskSnap]) -> TaskTree {
+    let by_id: HashMap<&str, &TaskSnap> = tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let cycles = find_cycles(tasks);
+    let has_parent: HashSet<&str> =
+        tasks.iter().filter(|t| t.awaited_by.iter().any(|p| by_id.contains_key(p.as_str()))).map(|t| t.id.as_str()).collect();
+    let mut drawn: HashSet<String> = HashSet::new();
+    let mut roots = Vec::new();
+    let mut deferred: Vec<&TaskSnap> = Vec::new();
+    for t in tasks.iter().filter(|t| !has_parent.contains(t.id.as_str())) {
+        roots.push(draw(t, &by_id, &mut drawn, &mut deferred));
+        while let Some(d) = deferred.pop() {
+            roots.push(draw_again(d, &by_id, &mut drawn, &mut deferred));
+        }
+    }
+    // Tasks only reachable through a cycle: start from the first member of each undrawn cycle.
+    let mut leftovers: BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).filter(|id| !drawn.contains(*id)).collect();
+    for c in &cycles {
+        if let Some(first) = c.first() {
+            if leftovers.contains(first.as_str()) {
+                let t = by_id[first.as_str()];
+                roots.push(draw(t, &by_id, &mut drawn, &mut deferred));
+                while let Some(d) = deferred.pop() {
+                    roots.push(draw_again(d, &by_id, &mut drawn, &mut deferred));
+                }
+                leftovers = leftovers.into_iter().filter(|id| !drawn.contains(*id)).collect();
+            }
+        }
+    }
+    for id in leftovers.clone() {
+        if !drawn.contains(id) {
+            roots.push(draw(by_id[id], &by_id, &mut drawn, &mut deferred));
+            while let Some(d) = deferred.pop() {
+                roots.push(draw_again(d, &by_id, &mut drawn, &mut deferred));
+            }
+        }
+    }
+    TaskTree { roots, cycles }
+}
+
+/// Draw a deferred subtree root (already marked drawn by its cut parent).
+fn draw_again<'a>(t: &'a TaskSnap, by_id: &HashMap<&str, &'a TaskSnap>, drawn: &mut HashSet<String>, deferred: &mut Vec<&'a TaskSnap>) -> TreeNode {
+    drawn.remove(&t.id);
+    draw(t, by_id, drawn, deferred)
+}
+
+fn node(t: &TaskSnap) -> TreeNode {
+    TreeNode {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        thread: t.thread,
+        state: t.state.clone(),
+        waiting_on: t.waiting_on.kind.clone(),
+        coroutine_stack: t.coroutine_stack.clone(),
+        children: Vec::new(),
+        cycle: false,
+        shown_elsewhere: false,
+        continued_below: false,
+    }
+}
+
+/// Depth-first drawing with an explicit stack. Subtrees deeper than MAX_TREE_DEPTH are queued in
+/// `deferred` and drawn as their own roots.
+fn draw<'a>(
+    root: &'a TaskSnap,
+    by_id: &HashMap<&str, &'a TaskSnap>,
+    drawn: &mut HashSet<String>,
+    deferred: &mut Vec<&'a TaskSnap>,
+) -> TreeNode {
+    struct Frame<'a> {
+        task: &'a TaskSnap,
+        node: TreeNode,
+        next_child: usize,
+    }
+    drawn.insert(root.id.clone());
+    let mut stack: Vec<Frame> = vec![Frame { task: root, node: node(root), next_child: 0 }];
+    let mut on_path: HashSet<String> = HashSet::from([root.id.clone()]);
+    loop {
+        let depth = stack.len();
+        let top = stack.last_mut().unwrap();
+        if top.next_child < top.task.awaiting.len() {
+            let cid = top.task.awaiting[top.next_child].clone();
+            top.next_child += 1;
+            let Some(child) = by_id.get(cid.as_str()).copied() else { continue };
+            if on_path.contains(&cid) {
+                let mut n = node(child);
+                n.cycle = true;
+                top.node.children.push(n);
+            } else if drawn.contains(&cid) {
+                let mut n = node(child);
+                n.shown_elsewhere = true;
+                top.node.children.push(n);
+            } else if depth >= MAX_TREE_DEPTH {
+                top.node.continued_below = true;
+                drawn.insert(cid.clone());
+                deferred.push(child);
+            } else {
+                drawn.insert(cid.clone());
+                on_path.insert(cid);
+                stack.push(Frame { task: child, node: node(child), next_child: 0 });
+            }
+        } else {
+            let mut done = stack.pop().unwrap();
+            on_path.remove(&done.task.id);
+            match stack.last_mut() {
+                Some(parent) => parent.node.children.push(std::mem::replace(&mut done.node, node(done.task))),
+                None => return std::mem::replace(&mut done.node, node(done.task)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::WaitingOn;
+
+    fn t(id: &str, awaiting: &[&str], awaited_by: &[&str]) -> TaskSnap {
+        TaskSnap {
+            id: id.into(),
+            name: format!("n{id}"),
+            state: "pending".into(),
+            thread: Some(1),
+            interpreter: 0,
+            coroutine_stack: vec![],
+            awaiting: awaiting.iter().map(|s| s.to_string()).collect(),
+            awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
+            waiting_on: WaitingOn { kind: "task".into(), future: None, object: None, object_type: None, runnable: false },
+        }
+    }
+
+    #[test]
+    fn tree_and_shared_children() {
+        let tasks = vec![t("a", &["b", "c"], &[]), t("b", &["d"], &["a"]), t("c", &["d"], &["a"]), t("d", &[], &["b", "c"])];
+        let tree = build(&tasks);
+        assert!(tree.cycles.is_empty());
+        assert_eq!(tree.roots.len(), 1);
+        let a = &tree.roots[0];
+        assert_eq!(a.children.len(), 2);
+        assert_eq!(a.children[0].children[0].id, "d");
+        assert!(a.children[1].children[0].shown_elsewhere);
+    }
+
+    #[test]
+    fn cycles_are_drawn_and_listed() {
+        // x <-> y, and z awaits x from outside the cycle; w <-> v with no outside parent.
+        let tasks = vec![
+            t("x", &["y"], &["y", "z"]),
+            t("y", &["x"], &["x"]),
+            t("z", &["x"], &[]),
+            t("w", &["v"], &["v"]),
+            t("v", &["w"], &["w"]),
+        ];
+        let tree = build(&tasks);
+        assert_eq!(tree.cycles.len(), 2);
+        let ids: Vec<&str> = tree.roots.iter().map(|r| r.id.as_str()).collect();
+        assert!(ids.contains(&"z") && ids.contains(&"w"), "{ids:?}");
+        let z = tree.roots.iter().find(|r| r.id == "z").unwrap();
+        assert_eq!(z.children[0].id, "x");
+        assert_eq!(z.children[0].children[0].id, "y");
+        assert!(z.children[0].children[0].children[0].cycle);
+    }
+
+    #[test]
+    fn long_chain_does_not_overflow() {
+        let n = 200_000;
+        let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+        let tasks: Vec<TaskSnap> = (0..n)
+            .map(|i| {
+                let aw: Vec<&str> = if i + 1 < n { vec![ids[i + 1].as_str()] } else { vec![] };
+                let by: Vec<&str> = if i > 0 { vec![ids[i - 1].as_str()] } else { vec![] };
+                t(&ids[i], &aw, &by)
+            })
+            .collect();
+        let tree = build(&tasks);
+        // Every task drawn exactly once, in roots of bounded depth.
+        let mut count = 0;
+        let mut max_depth = 0;
+        let mut work: Vec<(&TreeNode, usize)> = tree.roots.iter().map(|r| (r, 1)).collect();
+        while let Some((nd, d)) = work.pop() {
+            count += 1;
+            max_depth = max_depth.max(d);
+            work.extend(nd.children.iter().map(|c| (c, d + 1)));
+        }
+        assert_eq!(count, n);
+        assert!(max_depth <= MAX_TREE_DEPTH);
+        assert_eq!(tree.roots[0].id, "t0");
+    }
+}

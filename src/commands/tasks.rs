@@ -1,0 +1,39 @@
+//! `taskspy ps` and `taskspy pstree`: asyncio task table and awaited-by tree, text or JSON.
+
+use super::dump::take_snapshot;
+use crate::analysis::tree;
+use crate::error::Result;
+use crate::render::tasks;
+use serde_json::json;
+
+pub fn ps(pid: i32, as_json: bool, blocking: bool) -> Result<String> {
+    let snap = take_snapshot(pid, blocking)?;
+    if !as_json {
+        return Ok(tasks::ps_text(&snap));
+    }
+    let rows: Vec<_> = tasks::ps_rows(&snap)
+        .into_iter()
+        .map(|r| {
+            json!({ "tid": r[0].parse::<i64>().ok(), "task_id": r[1], "task_name": r[2], "coroutine_stack": r[3],
+                    "awaiter_chain": r[4], "awaiter_name": r[5], "awaiter_id": r[6] })
+        })
+        .collect();
+    Ok(serde_json::to_string_pretty(&json!({
+        "schema": "taskspy-ps/1", "pid": snap.pid, "captured_at": snap.captured_at,
+        "python": snap.python, "rows": rows, "tasks": snap.tasks,
+    }))
+    .unwrap_or_default())
+}
+
+pub fn pstree(pid: i32, as_json: bool, blocking: bool) -> Result<String> {
+    let snap = take_snapshot(pid, blocking)?;
+    let t = tree::build(&snap.tasks);
+    if !as_json {
+        return Ok(tasks::pstree_text(&snap, &t));
+    }
+    Ok(serde_json::to_string_pretty(&json!({
+        "schema": "taskspy-pstree/1", "pid": snap.pid, "captured_at": snap.captured_at,
+        "python": snap.python, "roots": t.roots, "cycles": t.cycles,
+    }))
+    .unwrap_or_default())
+}

@@ -1,0 +1,101 @@
+//! `ps` table and `pstree` drawing of asyncio tasks, in the layout `python -m asyncio ps/pstree`
+//! users know; cycles are marked instead of refusing to draw.
+
+use super::escape::escape;
+use crate::analysis::tree::{TaskTree, TreeNode};
+use crate::snapshot::{Snapshot, TaskSnap};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+fn stack_names(t: &TaskSnap) -> String {
+    t.coroutine_stack.iter().map(|f| escape(&f.function)).collect::<Vec<_>>().join(" -> ")
+}
+
+/// One row per (task, awaiter), like CPython 3.14's `asyncio ps`.
+pub fn ps_rows(s: &Snapshot) -> Vec<[String; 7]> {
+    let by_id: HashMap<&str, &TaskSnap> = s.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let mut rows = Vec::new();
+    for t in &s.tasks {
+        let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
+        let stack = stack_names(t);
+        if t.awaited_by.is_empty() {
+            rows.push([tid.clone(), t.id.clone(), escape(&t.name), stack.clone(), String::new(), String::new(), "0x0".into()]);
+        }
+        for p in &t.awaited_by {
+            let (chain, pname) = match by_id.get(p.as_str()) {
+                Some(pt) => (stack_names(pt), escape(&pt.name)),
+                None => (String::new(), "Unknown".into()),
+            };
+            rows.push([tid.clone(), t.id.clone(), escape(&t.name), stack.clone(), chain, pname, p.clone()]);
+        }
+    }
+    rows
+}
+
+pub fn ps_text(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}",
+        "tid", "task id", "task name", "coroutine stack", "awaiter chain", "awaiter name", "awaiter id"
+    );
+    let _ = writeln!(o, "{}", "-".repeat(180));
+    for r in ps_rows(s) {
+        let _ = writeln!(o, "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}", r[0], r[1], r[2], r[3], r[4], r[5], r[6]);
+    }
+    if s.tasks.is_empty() {
+        let _ = writeln!(o, "(no pending asyncio tasks)");
+    }
+    o
+}
+
+/// `pstree`: each task with its coroutine stack (outermost first) and the tasks it awaits below.
+pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
+    let names: HashMap<&str, &str> = s.tasks.iter().map(|t| (t.id.as_str(), t.name.as_str())).collect();
+    let mut o = String::new();
+    for root in &tree.roots {
+        render_node(&mut o, root);
+    }
+    if s.tasks.is_empty() {
+        let _ = writeln!(o, "(no pending asyncio tasks)");
+    }
+    if !tree.cycles.is_empty() {
+        let _ = writeln!(o, "\nawait cycles ({}):", tree.cycles.len());
+        for c in &tree.cycles {
+            let path: Vec<String> = c.iter().map(|id| format!("{} ({id})", escape(names.get(id.as_str()).copied().unwrap_or("?")))).collect();
+            let _ = writeln!(o, "cycle: {}", path.join(" → "));
+        }
+    }
+    o
+}
+
+fn render_node(o: &mut String, root: &TreeNode) {
+    // (node, prefix, is_last, is_root); iterative so deep trees cannot overflow the stack.
+    let mut work: Vec<(&TreeNode, String, bool, bool)> = vec![(root, String::new(), true, true)];
+    while let Some((n, prefix, last, is_root)) = work.pop() {
+        let branch = if is_root { "└── " } else if last { "└── " } else { "├── " };
+        let mut mark = String::new();
+        if n.cycle {
+            mark.push_str("  ↺ cycle: already on this path");
+        } else if n.shown_elsewhere {
+            mark.push_str("  (shown above)");
+        }
+        let _ = writeln!(o, "{prefix}{branch}(T) {}{mark}", escape(&n.name));
+        let mut pref = prefix.clone() + if last { "    " } else { "│   " };
+        if n.cycle || n.shown_elsewhere {
+            continue;
+        }
+        // Coroutine frames, outermost first, each one level deeper.
+        for f in n.coroutine_stack.iter().rev() {
+            let _ = writeln!(o, "{pref}└──  {} {}:{}", escape(&f.function), escape(&f.file), f.line);
+            pref.push_str("    ");
+        }
+        if n.continued_below {
+            let _ = writeln!(o, "{pref}└── … deeper tasks continue in separate trees below");
+        }
+        let k = n.children.len();
+        for (i, c) in n.children.iter().enumerate().rev() {
+            work.push((c, pref.clone(), i + 1 == k, false));
+        }
+    }
+}
