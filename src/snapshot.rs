@@ -133,7 +133,10 @@ pub fn capture(py: &PyProcess) -> Result<Snapshot> {
     let mut last = None;
     for attempt in 0..MAX_ATTEMPTS {
         let last_attempt = attempt + 1 == MAX_ATTEMPTS;
-        match capture_once(py, last_attempt) {
+        py.begin_snapshot();
+        let r = capture_once(py, last_attempt);
+        py.end_snapshot();
+        match r {
             Ok(s) => return Ok(s),
             Err(MemError::Exited) => return Err(Error::TargetExited(py.pid)),
             Err(MemError::Permission) => return Err(py.err(MemError::Permission)),

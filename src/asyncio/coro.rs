@@ -180,7 +180,7 @@ impl Asyncio<'_> {
         let info = py.code_info(code)?;
         let lasti = py.mem().read_i32(f + self.off.f_lasti)? as i64;
         let addr = if py.version.minor >= 10 && lasti >= 0 { lasti * 2 } else { lasti };
-        Ok(Frame { function: info.function().to_string(), file: info.filename.clone(), line: info.line(addr).unwrap_or(0) })
+        Ok(Frame { function: info.function_arc(), file: info.filename.clone(), line: info.line(addr).unwrap_or(0) })
     }
 }
 

@@ -66,9 +66,13 @@ fn looks_like_python(path: &str) -> bool {
     base.contains("python") && !base.contains("_asyncio") && !base.ends_with(".py")
 }
 
-fn read_target_file(pid: i32, path: &str) -> Option<Vec<u8>> {
-    // Through /proc/PID/root so a target in another mount namespace (container) resolves its own files.
-    std::fs::read(format!("/proc/{pid}/root{path}")).ok().or_else(|| std::fs::read(path).ok())
+/// Map a file of the target read-only. Through /proc/PID/root so a target in another mount namespace
+/// (container) resolves its own files. Mapping (not reading) keeps big debug-info libraries cheap.
+fn read_target_file(pid: i32, path: &str) -> Option<memmap2::Mmap> {
+    let f = std::fs::File::open(format!("/proc/{pid}/root{path}")).or_else(|_| std::fs::File::open(path)).ok()?;
+    // SAFETY: read-only private mapping; if the file is truncated underneath us, goblin sees short
+    // data at worst (libraries in use are not truncated in practice).
+    unsafe { memmap2::Mmap::map(&f).ok() }
 }
 
 fn is_elf_file(pid: i32, path: &str) -> bool {

@@ -14,8 +14,13 @@ pub struct DumpOptions {
 
 /// Attach and capture; with `blocking` the target is paused only for the capture itself.
 pub fn take_snapshot(pid: i32, blocking: bool) -> Result<Snapshot> {
+    let t0 = std::time::Instant::now();
     let target = attach::attach(pid)?;
+    let t1 = std::time::Instant::now();
     let py = PyProcess::open(target)?;
+    if std::env::var_os("TASKSPY_TIMING").is_some() {
+        eprintln!("timing: attach {:?}, open {:?}", t1 - t0, t1.elapsed());
+    }
     if blocking {
         pause::install_interrupt_handler();
         let guard = pause::pause(pid)?;
@@ -24,7 +29,12 @@ pub fn take_snapshot(pid: i32, blocking: bool) -> Result<Snapshot> {
         pause::check_interrupted()?;
         snap
     } else {
-        snapshot::capture(&py)
+        let t = std::time::Instant::now();
+        let s = snapshot::capture(&py);
+        if std::env::var_os("TASKSPY_TIMING").is_some() {
+            eprintln!("timing: capture {:?}", t.elapsed());
+        }
+        s
     }
 }
 

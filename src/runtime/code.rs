@@ -11,9 +11,9 @@ const MAX_LINETABLE: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct CodeInfo {
-    pub name: String,
-    pub qualname: Option<String>,
-    pub filename: String,
+    pub name: Arc<str>,
+    pub qualname: Option<Arc<str>>,
+    pub filename: Arc<str>,
     pub firstlineno: i64,
     pub linetable: Vec<u8>,
     pub kind: LineTableKind,
@@ -24,6 +24,10 @@ impl CodeInfo {
     /// The name py-spy users expect: `co_qualname` (3.11+), else `co_name`.
     pub fn function(&self) -> &str {
         self.qualname.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn function_arc(&self) -> Arc<str> {
+        self.qualname.clone().unwrap_or_else(|| self.name.clone())
     }
 
     /// Line for a byte offset (3.8–3.10) or code-unit index (3.11+).
@@ -62,12 +66,12 @@ impl PyProcess {
         }
         let o = &self.off;
         let b = self.mem().read_vec(addr, o.code_read_size as usize)?;
-        let name = self.read_str(b.u64_at(o.code_name))?;
+        let name: Arc<str> = self.read_str(b.u64_at(o.code_name))?.into();
         let qualname = match o.code_qualname {
-            Some(q) => self.read_str(b.u64_at(q)).ok(),
+            Some(q) => self.read_str(b.u64_at(q)).ok().map(Arc::from),
             None => None,
         };
-        let filename = self.read_str(b.u64_at(o.code_filename))?;
+        let filename: Arc<str> = self.read_str(b.u64_at(o.code_filename))?.into();
         let firstlineno = b.i32_at(o.code_firstlineno) as i64;
         let linetable = self.read_bytes_obj(b.u64_at(o.code_linetable), MAX_LINETABLE)?;
         let firsttraceable = o.code_firsttraceable.map(|f| b.i32_at(f) as i64);

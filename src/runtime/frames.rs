@@ -12,8 +12,9 @@ pub const MAX_DEPTH: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
-    pub function: String,
-    pub file: String,
+    /// Shared with the code-object cache: cloning a frame does not copy strings.
+    pub function: std::sync::Arc<str>,
+    pub file: std::sync::Arc<str>,
     /// 0 when the location has no line ("no location" entries).
     pub line: i64,
 }
@@ -55,7 +56,7 @@ impl PyProcess {
             // 3.8/3.9: f_lasti is a byte offset; 3.10: an instruction index into a byte-based table.
             let byte_addr = if self.version.minor >= 10 && lasti_v >= 0 { lasti_v * 2 } else { lasti_v };
             let line = info.line(byte_addr).unwrap_or(0);
-            stack.frames.push(Frame { function: info.function().to_string(), file: info.filename.clone(), line });
+            stack.frames.push(Frame { function: info.function_arc(), file: info.filename.clone(), line });
             addr = b.u64_at(back);
         }
         Ok(stack)
@@ -68,7 +69,10 @@ impl PyProcess {
         else {
             unreachable!()
         };
-        let b = self.mem().read_vec(addr, size as usize)?;
+        let mut buf = [0u8; 128];
+        let n = (size as usize).min(128);
+        self.mem().read(addr, &mut buf[..n])?;
+        let b = &buf[..n];
         let prev = b.u64_at(previous);
         let own = b.u8_at(owner);
         if skip_owners.contains(&own) {
@@ -93,7 +97,7 @@ impl PyProcess {
             }
         }
         let line = info.line(idx).unwrap_or(0);
-        Ok((Some(Frame { function: info.function().to_string(), file: info.filename.clone(), line }), prev))
+        Ok((Some(Frame { function: info.function_arc(), file: info.filename.clone(), line }), prev))
     }
 
     /// Start of the bytecode a frame executes: `co_code_adaptive`, or in free-threaded 3.14+ the

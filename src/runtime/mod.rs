@@ -41,7 +41,8 @@ pub struct TypeAddrs {
 
 pub struct PyProcess {
     pub pid: i32,
-    pub mem: Arc<dyn Memory>,
+    /// Target memory behind a snapshot-scoped page cache (see `begin_snapshot`).
+    pub mem: Arc<crate::attach::cache::CachedMemory>,
     pub off: Offsets,
     pub version: PyVersion,
     pub free_threaded: bool,
@@ -121,7 +122,7 @@ impl PyProcess {
         let library = if target.python.path != target.exe { Some(target.python.path.clone()) } else { None };
         Ok(PyProcess {
             pid,
-            mem: target.mem.clone(),
+            mem: Arc::new(crate::attach::cache::CachedMemory::new(target.mem.clone())),
             off,
             version,
             free_threaded,
@@ -139,6 +140,15 @@ impl PyProcess {
 
     pub fn mem(&self) -> &dyn Memory {
         self.mem.as_ref()
+    }
+
+    /// Cache target pages until `end_snapshot`: one consistent pass reads each page once.
+    pub fn begin_snapshot(&self) {
+        self.mem.begin();
+    }
+
+    pub fn end_snapshot(&self) {
+        self.mem.end();
     }
 
     /// Convert a memory error into the user-facing error for this target.
@@ -160,7 +170,7 @@ impl PyProcess {
     ) -> PyProcess {
         PyProcess {
             pid,
-            mem,
+            mem: Arc::new(crate::attach::cache::CachedMemory::new(mem)),
             version: off.version,
             free_threaded: off.free_threaded,
             off,

@@ -1,0 +1,148 @@
+//! A snapshot-scoped page cache over target memory: one `process_vm_readv` fetches a 16 KiB
+//! neighbourhood, so walking 100,000 densely allocated tasks costs thousands of calls, not millions.
+
+use super::memory::{MemError, MemResult, Memory};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+const PAGE: u64 = 4096;
+const SPAN_PAGES: u64 = 4;
+/// Reads larger than this go straight to the target.
+const DIRECT_READ: usize = 64 * 1024;
+/// Bound on cached bytes; the cache is simply emptied when full.
+const MAX_PAGES: usize = 32 * 1024; // 128 MiB
+
+type Page = Option<Arc<[u8]>>;
+
+/// Page addresses are already well spread: hash them by multiplication instead of SipHash.
+#[derive(Default, Clone, Copy)]
+pub struct PageHasher(u64);
+
+impl std::hash::Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type PageMap = HashMap<u64, Page, std::hash::BuildHasherDefault<PageHasher>>;
+
+pub struct CachedMemory {
+    inner: Arc<dyn Memory>,
+    pages: Mutex<PageMap>,
+    enabled: AtomicBool,
+}
+
+impl CachedMemory {
+    pub fn new(inner: Arc<dyn Memory>) -> CachedMemory {
+        CachedMemory { inner, pages: Mutex::new(PageMap::default()), enabled: AtomicBool::new(false) }
+    }
+
+    /// Start a new consistent-ish view: forget every cached page and cache from now on.
+    pub fn begin(&self) {
+        self.pages.lock().unwrap().clear();
+        self.enabled.store(true, Ordering::SeqCst);
+    }
+
+    /// Stop caching and free the pages.
+    pub fn end(&self) {
+        self.enabled.store(false, Ordering::SeqCst);
+        let mut p = self.pages.lock().unwrap();
+        p.clear();
+        p.shrink_to_fit();
+    }
+
+    pub fn inner(&self) -> &dyn Memory {
+        self.inner.as_ref()
+    }
+
+    fn fetch(&self, page: u64, map: &mut PageMap) {
+        if map.len() >= MAX_PAGES {
+            map.clear();
+        }
+        // Try the aligned span around the page first, then the page alone.
+        let span_start = page & !(PAGE * SPAN_PAGES - 1);
+        let mut buf = vec![0u8; (PAGE * SPAN_PAGES) as usize];
+        if self.inner.read(span_start, &mut buf).is_ok() {
+            for i in 0..SPAN_PAGES {
+                let p = span_start + i * PAGE;
+                let slice: Arc<[u8]> = Arc::from(&buf[(i * PAGE) as usize..((i + 1) * PAGE) as usize]);
+                map.entry(p).or_insert(Some(slice));
+            }
+            return;
+        }
+        let mut one = vec![0u8; PAGE as usize];
+        let v = self.inner.read(page, &mut one).ok().map(|_| Arc::from(one.into_boxed_slice()));
+        map.insert(page, v);
+    }
+}
+
+impl Memory for CachedMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
+        if !self.enabled.load(Ordering::Relaxed) || buf.len() > DIRECT_READ {
+            return self.inner.read(addr, buf);
+        }
+        let mut map = self.pages.lock().unwrap();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = addr.checked_add(done as u64).ok_or(MemError::Unmapped(addr))?;
+            let page = a & !(PAGE - 1);
+            if !map.contains_key(&page) {
+                self.fetch(page, &mut map);
+            }
+            match map.get(&page) {
+                Some(Some(data)) => {
+                    let off = (a - page) as usize;
+                    let n = (PAGE as usize - off).min(buf.len() - done);
+                    buf[done..done + n].copy_from_slice(&data[off..off + n]);
+                    done += n;
+                }
+                _ => {
+                    drop(map);
+                    // Unmapped as far as the cache can tell: ask the target directly for the precise error.
+                    return self.inner.read(addr, buf);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<MemResult<()>> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return self.inner.read_many(reqs);
+        }
+        reqs.iter_mut().map(|(a, b)| self.read(*a, b)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::SyntheticMemory;
+
+    #[test]
+    fn cached_reads_match_direct_reads_across_pages() {
+        let mut m = SyntheticMemory::new();
+        let data: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+        m.map(0x10000, data.clone());
+        let c = CachedMemory::new(Arc::new(m));
+        c.begin();
+        let mut b = vec![0u8; 5000];
+        c.read(0x10000 + 4000, &mut b).unwrap();
+        assert_eq!(&b[..], &data[4000..9000]);
+        // Partly unmapped span: the neighbourhood read fails, single pages still work.
+        assert_eq!(c.read_u64(0x10000 + 3 * 4096 - 8).unwrap(), u64::from_le_bytes(data[3 * 4096 - 8..].try_into().unwrap()));
+        assert!(c.read_u64(0x10000 + 3 * 4096 - 4).is_err());
+        assert!(c.read_u64(0x5).is_err());
+        c.end();
+        assert!(c.read_u64(0x10000).is_ok());
+    }
+}
