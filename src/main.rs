@@ -27,12 +27,10 @@ fn main() {
     };
     match result {
         Ok(out) => {
-            let mut stdout = std::io::stdout().lock();
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
             // A closed pipe (e.g. `| head`) is not an error worth a message.
-            let _ = stdout.write_all(out.as_bytes());
-            if !out.ends_with('\n') {
-                let _ = stdout.write_all(b"\n");
-            }
+            let _ = out.write_to(&mut stdout);
+            drop(stdout);
             std::process::exit(exit::OK);
         }
         Err(e) => {

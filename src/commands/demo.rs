@@ -20,7 +20,7 @@ impl Drop for ChildGuard {
     }
 }
 
-pub fn run_demo(python: &str, json: bool) -> Result<String> {
+pub fn run_demo(python: &str, json: bool) -> Result<super::Output> {
     pause::install_interrupt_handler();
     let dir = std::env::temp_dir().join(format!("taskspy-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::other(format!("creating {}: {e}", dir.display())))?;

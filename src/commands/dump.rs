@@ -2,6 +2,7 @@
 
 use crate::attach::{self, pause};
 use crate::error::Result;
+use super::Output;
 use crate::render;
 use crate::runtime::PyProcess;
 use crate::snapshot::{self, Snapshot};
@@ -46,7 +47,7 @@ pub fn cmdline(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-pub fn run(opts: &DumpOptions) -> Result<String> {
+pub fn run(opts: &DumpOptions) -> Result<Output> {
     let snap = take_snapshot(opts.pid, opts.blocking)?;
-    Ok(if opts.json { render::json::snapshot_json(&snap) } else { render::text::dump_text(&snap, &cmdline(opts.pid)) })
+    Ok(if opts.json { Output::Snapshot(Box::new(snap)) } else { Output::Text(render::text::dump_text(&snap, &cmdline(opts.pid))) })
 }

@@ -4,3 +4,34 @@
 pub mod demo;
 pub mod dump;
 pub mod tasks;
+
+use crate::snapshot::Snapshot;
+
+/// What a command produces; JSON is streamed to stdout rather than built as one big string.
+pub enum Output {
+    Text(String),
+    Snapshot(Box<Snapshot>),
+    Json(serde_json::Value),
+}
+
+impl Output {
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        match self {
+            Output::Text(t) => {
+                w.write_all(t.as_bytes())?;
+                if !t.ends_with('\n') {
+                    w.write_all(b"\n")?;
+                }
+            }
+            Output::Snapshot(s) => {
+                serde_json::to_writer_pretty(&mut *w, s.as_ref())?;
+                w.write_all(b"\n")?;
+            }
+            Output::Json(v) => {
+                serde_json::to_writer_pretty(&mut *w, v)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        w.flush()
+    }
+}

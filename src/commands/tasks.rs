@@ -2,14 +2,15 @@
 
 use super::dump::take_snapshot;
 use crate::analysis::tree;
+use super::Output;
 use crate::error::Result;
 use crate::render::tasks;
 use serde_json::json;
 
-pub fn ps(pid: i32, as_json: bool, blocking: bool) -> Result<String> {
+pub fn ps(pid: i32, as_json: bool, blocking: bool) -> Result<Output> {
     let snap = take_snapshot(pid, blocking)?;
     if !as_json {
-        return Ok(tasks::ps_text(&snap));
+        return Ok(Output::Text(tasks::ps_text(&snap)));
     }
     let rows: Vec<_> = tasks::ps_rows(&snap)
         .into_iter()
@@ -18,22 +19,20 @@ pub fn ps(pid: i32, as_json: bool, blocking: bool) -> Result<String> {
                     "awaiter_chain": r[4], "awaiter_name": r[5], "awaiter_id": r[6] })
         })
         .collect();
-    Ok(serde_json::to_string_pretty(&json!({
+    Ok(Output::Json(json!({
         "schema": "taskspy-ps/1", "pid": snap.pid, "captured_at": snap.captured_at,
         "python": snap.python, "rows": rows, "tasks": snap.tasks,
-    }))
-    .unwrap_or_default())
+    })))
 }
 
-pub fn pstree(pid: i32, as_json: bool, blocking: bool) -> Result<String> {
+pub fn pstree(pid: i32, as_json: bool, blocking: bool) -> Result<Output> {
     let snap = take_snapshot(pid, blocking)?;
     let t = tree::build(&snap.tasks);
     if !as_json {
-        return Ok(tasks::pstree_text(&snap, &t));
+        return Ok(Output::Text(tasks::pstree_text(&snap, &t)));
     }
-    Ok(serde_json::to_string_pretty(&json!({
+    Ok(Output::Json(json!({
         "schema": "taskspy-pstree/1", "pid": snap.pid, "captured_at": snap.captured_at,
         "python": snap.python, "roots": t.roots, "cycles": t.cycles,
-    }))
-    .unwrap_or_default())
+    })))
 }
