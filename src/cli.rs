@@ -35,6 +35,9 @@ pub enum Command {
     /// Tree of asyncio tasks by awaited-by, with coroutine stacks; cycles marked, never refused.
     #[command(after_help = EXIT_CODES)]
     Pstree(TaskArgs),
+    /// Sample GIL ownership: share held per thread, waits, CPU, top stacks while holding, switches/s.
+    #[command(after_help = EXIT_CODES)]
+    Gil(GilArgs),
     /// Start a bundled example service with the machine's python3, attach to it and dump it.
     #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
@@ -78,6 +81,21 @@ pub struct TaskArgs {
     /// Pause the target while reading.
     #[arg(long)]
     pub blocking: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GilArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// How long to sample, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Samples per second (the report says when the rate could not be kept).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

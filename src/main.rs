@@ -5,7 +5,7 @@ mod cli;
 
 use clap::Parser;
 use std::io::Write;
-use taskspy::commands::{demo, dump, tasks};
+use taskspy::commands::{demo, dump, gil, tasks};
 use taskspy::error::exit;
 
 fn main() {
@@ -23,6 +23,7 @@ fn main() {
         cli::Command::Dump(a) => dump::run(&dump::DumpOptions { pid: a.target.pid(), json: a.json, blocking: a.blocking }),
         cli::Command::Ps(a) => tasks::ps(a.target.pid(), a.json, a.blocking),
         cli::Command::Pstree(a) => tasks::pstree(a.target.pid(), a.json, a.blocking),
+        cli::Command::Gil(a) => gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json }),
         cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
     };
     match result {

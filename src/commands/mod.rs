@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod dump;
+pub mod gil;
 pub mod tasks;
 
 use crate::snapshot::Snapshot;

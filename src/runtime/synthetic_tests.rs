@@ -196,7 +196,7 @@ fn free_threaded_314_stack_with_tagged_refs_and_entry_frames() {
     assert!(t.error.is_none(), "{:?}", t.error);
     assert!(!t.holds_gil);
     assert_eq!(t.state, snapshot::ThreadState::Running, "attached thread on a GIL-less build");
-    let got: Vec<(&str, &str, i64)> = t.frames.iter().map(|f| (f.function.as_str(), f.file.as_str(), f.line)).collect();
+    let got: Vec<(&str, &str, i64)> = t.frames.iter().map(|f| (&*f.function, &*f.file, f.line)).collect();
     assert_eq!(got, vec![("Cls.handler", "/srv/app.py", 45), ("Cls.main", "/srv/main.py", 12)]);
 }
 
