@@ -35,6 +35,9 @@ pub enum Command {
     /// Tree of asyncio tasks by awaited-by, with coroutine stacks; cycles marked, never refused.
     #[command(after_help = EXIT_CODES)]
     Pstree(TaskArgs),
+    /// Find deadlock candidates: await cycles, lock cycles (tasks, threads), stuck lock waits, blocked loops. Exit 3 if any.
+    #[command(after_help = EXIT_CODES)]
+    Deadlocks(DeadlockArgs),
     /// Sample GIL ownership: share held per thread, waits, CPU, top stacks while holding, switches/s.
     #[command(after_help = EXIT_CODES)]
     Gil(GilArgs),
@@ -81,6 +84,21 @@ pub struct TaskArgs {
     /// Pause the target while reading.
     #[arg(long)]
     pub blocking: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeadlockArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Sample for this many seconds (needed to see blocked event loops); 0 = one snapshot.
+    #[arg(long, default_value_t = 0.0)]
+    pub duration: f64,
+    /// A loop running one task synchronously for longer than this (seconds) is reported.
+    #[arg(long, default_value_t = 1.0)]
+    pub threshold: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,7 @@ mod cli;
 
 use clap::Parser;
 use std::io::Write;
-use taskspy::commands::{demo, dump, gil, tasks};
+use taskspy::commands::{deadlocks, demo, dump, gil, tasks};
 use taskspy::error::exit;
 
 fn main() {
@@ -23,6 +23,7 @@ fn main() {
         cli::Command::Dump(a) => dump::run(&dump::DumpOptions { pid: a.target.pid(), json: a.json, blocking: a.blocking }),
         cli::Command::Ps(a) => tasks::ps(a.target.pid(), a.json, a.blocking),
         cli::Command::Pstree(a) => tasks::pstree(a.target.pid(), a.json, a.blocking),
+        cli::Command::Deadlocks(a) => deadlocks::run(&deadlocks::DeadlockOptions { pid: a.target.pid(), duration: a.duration, threshold: a.threshold, json: a.json }),
         cli::Command::Gil(a) => gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json }),
         cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
     };
@@ -32,7 +33,7 @@ fn main() {
             // A closed pipe (e.g. `| head`) is not an error worth a message.
             let _ = out.write_to(&mut stdout);
             drop(stdout);
-            std::process::exit(exit::OK);
+            std::process::exit(if out.exit_code() != 0 { out.exit_code() } else { exit::OK });
         }
         Err(e) => {
             eprintln!("taskspy: error: {e}");

@@ -188,3 +188,65 @@ impl Asyncio<'_> {
 fn top_is_executing(_py: &crate::runtime::PyProcess, _f: u64) -> bool {
     false
 }
+
+/// Most value-stack slots looked at per frame.
+pub const MAX_STACK_SLOTS: u64 = 512;
+
+impl Asyncio<'_> {
+    /// The evaluation-stack values of a suspended coroutine's frame (what `async with` keeps alive:
+    /// the bound `__aexit__` before 3.14, the context manager itself from 3.14).
+    pub fn coro_stack_values(&self, gen: u64) -> MemResult<Vec<u64>> {
+        let py = self.py;
+        let o = &self.off;
+        let mem = py.mem();
+        let (base, top) = if let Some(fo) = o.gen_frame {
+            let f = mem.read_u64(gen + fo)?;
+            if f == 0 {
+                return Ok(vec![]);
+            }
+            let base = mem.read_u64(f + o.f_valuestack)?;
+            let top = match o.yield_from {
+                YieldFrom::StackTop => mem.read_u64(f + o.f_stacktop.unwrap_or(72))?,
+                _ => {
+                    let d = mem.read_i32(f + o.f_stackdepth.unwrap_or(80))? as i64;
+                    if !(0..MAX_STACK_SLOTS as i64).contains(&d) {
+                        return Ok(vec![]);
+                    }
+                    base + 8 * d as u64
+                }
+            };
+            (base, top)
+        } else {
+            let iframe = gen + o.gen_iframe.unwrap_or(72);
+            let mut code = mem.read_u64(iframe + self.code_field())?;
+            code &= !3;
+            let info = py.code_info(code)?;
+            let Some(nlp) = info.nlocalsplus else { return Ok(vec![]) };
+            let base = iframe + o.if_localsplus + 8 * nlp as u64;
+            let top = if matches!(o.yield_from, YieldFrom::StatePointer { .. }) {
+                mem.read_u64(iframe + o.if_stack)?
+            } else {
+                let t = mem.read_i32(iframe + o.if_stack)? as i64;
+                iframe + o.if_localsplus + 8 * t.max(0) as u64
+            };
+            (base, top)
+        };
+        if top <= base || (top - base) / 8 > MAX_STACK_SLOTS {
+            return Ok(vec![]);
+        }
+        let raw = mem.read_vec(base, (top - base) as usize)?;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .filter(|v| *v & 3 != 3 && *v > 0x1000)
+            .map(|v| v & !3)
+            .collect())
+    }
+
+    pub(crate) fn code_field(&self) -> u64 {
+        match self.py.off.frame {
+            crate::runtime::offsets::FrameOffsets::Interp { code, .. } => code,
+            crate::runtime::offsets::FrameOffsets::Object { code, .. } => code,
+        }
+    }
+}

@@ -6,6 +6,7 @@ pub mod coro;
 pub mod offsets;
 pub mod registry;
 pub mod task;
+pub mod waits;
 
 use crate::runtime::PyProcess;
 use offsets::{AsyncioDebug, AsyncioOffsets};

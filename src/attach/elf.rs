@@ -47,6 +47,7 @@ pub const WANTED_SYMBOLS: &[&str] = &[
     "PyType_Type",
     "_PyWeakref_RefType",
     "_Py_NoneStruct",
+    "_Py_TrueStruct",
     "_PySet_Dummy",
     "PyFloat_Type",
     "PyBool_Type",

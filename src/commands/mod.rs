@@ -1,6 +1,7 @@
 //! Subcommand implementations: each turns parsed arguments into output using the pipeline.
 //! They return `Result` and never exit the process themselves.
 
+pub mod deadlocks;
 pub mod demo;
 pub mod dump;
 pub mod gil;
@@ -13,6 +14,8 @@ pub enum Output {
     Text(String),
     Snapshot(Box<Snapshot>),
     Json(serde_json::Value),
+    /// Output plus a non-zero exit code that is not an error (e.g. deadlocks found: 3).
+    WithCode(Box<Output>, i32),
 }
 
 impl Output {
@@ -32,7 +35,15 @@ impl Output {
                 serde_json::to_writer_pretty(&mut *w, v)?;
                 w.write_all(b"\n")?;
             }
+            Output::WithCode(o, _) => o.write_to(w)?,
         }
         w.flush()
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Output::WithCode(_, c) => *c,
+            _ => 0,
+        }
     }
 }

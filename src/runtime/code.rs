@@ -18,6 +18,9 @@ pub struct CodeInfo {
     pub linetable: Vec<u8>,
     pub kind: LineTableKind,
     pub firsttraceable: Option<i64>,
+    /// 3.11+: number of locals+cells+frees; the value stack starts right after them.
+    pub nlocalsplus: Option<i64>,
+    pub stacksize: Option<i64>,
 }
 
 impl CodeInfo {
@@ -83,6 +86,8 @@ impl PyProcess {
             linetable,
             kind: LineTableKind::for_minor(self.version.minor),
             firsttraceable,
+            nlocalsplus: o.code_nlocalsplus.map(|f| b.i32_at(f) as i64).filter(|n| (0..1 << 16).contains(n)),
+            stacksize: o.code_stacksize.map(|f| b.i32_at(f) as i64).filter(|n| (0..1 << 16).contains(n)),
         })
     }
 }

@@ -22,6 +22,8 @@ pub struct Frame {
 #[derive(Debug, Clone, Default)]
 pub struct Stack {
     pub frames: Vec<Frame>,
+    /// Address of each frame (PyFrameObject or _PyInterpreterFrame) and its code object.
+    pub raw: Vec<(u64, u64)>,
     /// The chain was longer than MAX_DEPTH.
     pub truncated: bool,
 }
@@ -57,6 +59,7 @@ impl PyProcess {
             let byte_addr = if self.version.minor >= 10 && lasti_v >= 0 { lasti_v * 2 } else { lasti_v };
             let line = info.line(byte_addr).unwrap_or(0);
             stack.frames.push(Frame { function: info.function_arc(), file: info.filename.clone(), line });
+            stack.raw.push((addr, code_addr));
             addr = b.u64_at(back);
         }
         Ok(stack)
@@ -64,6 +67,11 @@ impl PyProcess {
 
     /// Decode one interpreter frame; `None` for entry/shim or incomplete frames that are not Python code.
     pub fn interp_frame(&self, addr: u64) -> MemResult<(Option<Frame>, u64)> {
+        self.interp_frame_code(addr).map(|(f, p, _)| (f, p))
+    }
+
+    /// As `interp_frame`, also returning the code object address.
+    pub fn interp_frame_code(&self, addr: u64) -> MemResult<(Option<Frame>, u64, u64)> {
         let FrameOffsets::Interp { code, previous, instr, owner, tagged, ref skip_owners, generator_owner, tlbc_index, size, .. } =
             self.off.frame
         else {
@@ -76,14 +84,14 @@ impl PyProcess {
         let prev = b.u64_at(previous);
         let own = b.u8_at(owner);
         if skip_owners.contains(&own) {
-            return Ok((None, prev));
+            return Ok((None, prev, 0));
         }
         let mut code_addr = b.u64_at(code);
         if tagged {
             code_addr &= !3;
         }
         if code_addr == 0 || Some(code_addr) == self.types.none {
-            return Ok((None, prev));
+            return Ok((None, prev, 0));
         }
         let info = self.code_info(code_addr)?;
         let base = self.bytecode_base(code_addr, tlbc_index.map(|o| b.i32_at(o)))?;
@@ -92,12 +100,12 @@ impl PyProcess {
         if own != generator_owner {
             if let Some(ft) = info.firsttraceable {
                 if idx < ft {
-                    return Ok((None, prev)); // still being set up (before RESUME): CPython hides these too
+                    return Ok((None, prev, 0)); // still being set up (before RESUME): CPython hides these too
                 }
             }
         }
         let line = info.line(idx).unwrap_or(0);
-        Ok((Some(Frame { function: info.function_arc(), file: info.filename.clone(), line }), prev))
+        Ok((Some(Frame { function: info.function_arc(), file: info.filename.clone(), line }), prev, code_addr))
     }
 
     /// Start of the bytecode a frame executes: `co_code_adaptive`, or in free-threaded 3.14+ the
@@ -131,13 +139,14 @@ impl PyProcess {
             if !seen.insert(addr) {
                 return Err(MemError::Other(format!("frame chain loops at 0x{addr:x}")));
             }
-            let (frame, prev) = self.interp_frame(addr)?;
+            let (frame, prev, code) = self.interp_frame_code(addr)?;
             if let Some(f) = frame {
                 if stack.frames.len() >= MAX_DEPTH {
                     stack.truncated = true;
                     break;
                 }
                 stack.frames.push(f);
+                stack.raw.push((addr, code));
             }
             addr = prev;
         }

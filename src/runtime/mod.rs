@@ -6,9 +6,11 @@ pub mod debug_offsets;
 pub mod frames;
 pub mod layout_file;
 pub mod linetable;
+pub mod locks;
 pub mod objects;
 pub mod offsets;
 pub mod thread_names;
+pub mod thread_waits;
 pub mod threads;
 pub mod version;
 
@@ -37,6 +39,7 @@ pub struct TypeAddrs {
     pub set: Option<u64>,
     /// The set "dummy" object marking deleted set entries (value of `_PySet_Dummy`).
     pub set_dummy: Option<u64>,
+    pub true_: Option<u64>,
 }
 
 pub struct PyProcess {
@@ -117,6 +120,7 @@ impl PyProcess {
             list: target.symbol("PyList_Type"),
             set: target.symbol("PySet_Type"),
             set_dummy: target.symbol("_PySet_Dummy").and_then(|a| target.mem.read_u64(a).ok()),
+            true_: target.symbol("_Py_TrueStruct"),
         };
         let asyncio_debug_addr = target.section(".AsyncioDebug").map(|(a, _)| a);
         let library = if target.python.path != target.exe { Some(target.python.path.clone()) } else { None };

@@ -79,6 +79,9 @@ pub struct Offsets {
     pub code_adaptive: Option<u64>,
     pub code_firsttraceable: Option<u64>,
     pub code_tlbc: Option<u64>,
+    /// 3.11+: locals+cells+frees count (the value stack starts after them)
+    pub code_nlocalsplus: Option<u64>,
+    pub code_stacksize: Option<u64>,
     pub code_read_size: u64,
     // objects
     pub ob_type: u64,
@@ -315,7 +318,14 @@ impl Offsets {
         }
         let code_firsttraceable = s.f("PyCodeObject", &["_co_firsttraceable"]);
         let code_tlbc = if free_threaded { s.d("code_object.co_tlbc").filter(|x| *x != 0).or(s.f("PyCodeObject", &["co_tlbc"])) } else { None };
-        let code_read_size = [Some(code_filename), Some(code_name), code_qualname, Some(code_firstlineno), Some(code_linetable), code_code, code_firsttraceable, code_tlbc]
+        let ft_code = if free_threaded { 16 } else { 0 };
+        let code_nlocalsplus = if v.at_least(3, 11) {
+            s.f("PyCodeObject", &["co_nlocalsplus"]).or(if v.at_least(3, 12) { Some(72 + ft_code) } else { None })
+        } else {
+            None
+        };
+        let code_stacksize = s.f("PyCodeObject", &["co_stacksize"]).or(if v.at_least(3, 12) { Some(64 + ft_code) } else { None });
+        let code_read_size = [Some(code_filename), Some(code_name), code_qualname, Some(code_firstlineno), Some(code_linetable), code_code, code_firsttraceable, code_tlbc, code_nlocalsplus, code_stacksize]
             .iter()
             .flatten()
             .max()
@@ -447,6 +457,8 @@ impl Offsets {
             code_adaptive,
             code_firsttraceable,
             code_tlbc,
+            code_nlocalsplus,
+            code_stacksize,
             code_read_size,
             ob_type,
             ob_size,

@@ -1,0 +1,234 @@
+//! Lock objects and frame contents for deadlock analysis: what a frame holds on its value stack
+//! or in its locals, what kind of lock an object is, its state (held, owner), and a name for it.
+
+use super::offsets::FrameOffsets;
+use super::PyProcess;
+use crate::attach::MemResult;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// `_thread.lock` (threading.Lock)
+    ThreadLock,
+    /// `_thread.RLock` (threading.RLock)
+    RLock,
+    AsyncLock,
+    AsyncSemaphore,
+    AsyncCondition,
+}
+
+impl LockKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            LockKind::ThreadLock => "threading.Lock",
+            LockKind::RLock => "threading.RLock",
+            LockKind::AsyncLock => "asyncio.Lock",
+            LockKind::AsyncSemaphore => "asyncio.Semaphore",
+            LockKind::AsyncCondition => "asyncio.Condition",
+        }
+    }
+    pub fn is_thread(&self) -> bool {
+        matches!(self, LockKind::ThreadLock | LockKind::RLock)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadLockState {
+    pub held: bool,
+    /// RLock owner ident (pthread id), when held.
+    pub owner: Option<u64>,
+    /// 3.8–3.13: address of the semaphore a blocked acquirer sleeps on.
+    pub sem: Option<u64>,
+    /// 3.14+: someone is parked waiting for it.
+    pub contended: bool,
+}
+
+/// Values in a frame: its locals (with names where known) and its evaluation stack.
+#[derive(Debug, Clone, Default)]
+pub struct FrameValues {
+    pub locals: Vec<(Option<String>, u64)>,
+    pub stack: Vec<u64>,
+    pub globals: u64,
+}
+
+const MAX_SLOTS: u64 = 1024;
+
+impl PyProcess {
+    fn head(&self) -> u64 {
+        if self.free_threaded {
+            16
+        } else {
+            0
+        }
+    }
+
+    /// Module name of a heap type (its `__module__`), for telling asyncio.Lock from other "Lock"s.
+    pub fn type_module(&self, ty: u64) -> Option<String> {
+        let off = self.layout.as_ref().and_then(|l| l.field("PyTypeObject", "tp_dict")).unwrap_or(264 + self.head());
+        let d = self.mem().read_u64(ty + off).ok()?;
+        if d == 0 {
+            return None;
+        }
+        let m = self.dict_get(d, "__module__").ok()??;
+        self.read_str(m).ok()
+    }
+
+    /// Classify an object as a lock; bound methods (`lock.__exit__`, `lock.__aexit__`) count as their lock.
+    pub fn lock_of(&self, obj: u64) -> Option<(LockKind, u64)> {
+        let ty = self.ob_type(obj).ok()?;
+        let t = &self.types;
+        if Some(ty) == t.method || Some(ty) == t.cfunction {
+            // PyMethodObject.im_self and PyCFunctionObject.m_self are both at +24 (+16 free-threaded).
+            let slf = self.mem().read_u64(obj + 24 + self.head()).ok()?;
+            if slf == 0 || slf == obj {
+                return None;
+            }
+            return self.lock_kind(slf).map(|k| (k, slf));
+        }
+        self.lock_kind(obj).map(|k| (k, obj))
+    }
+
+    pub fn lock_kind(&self, obj: u64) -> Option<LockKind> {
+        let ty = self.ob_type(obj).ok()?;
+        let name = self.type_name(ty).ok()?;
+        match name.as_str() {
+            "_thread.lock" => return Some(LockKind::ThreadLock),
+            "_thread.RLock" => return Some(LockKind::RLock),
+            _ => {}
+        }
+        let kind = match name.as_str() {
+            "Lock" => LockKind::AsyncLock,
+            "Semaphore" | "BoundedSemaphore" => LockKind::AsyncSemaphore,
+            "Condition" => LockKind::AsyncCondition,
+            _ => return None,
+        };
+        (self.type_module(ty).as_deref() == Some("asyncio.locks")).then_some(kind)
+    }
+
+    /// State of a `_thread.lock` / `_thread.RLock`.
+    pub fn thread_lock_state(&self, obj: u64, kind: LockKind) -> MemResult<ThreadLockState> {
+        let h = self.head();
+        let m = self.mem();
+        let lay = |st: &str, f: &str| self.layout.as_ref().and_then(|l| l.field(st, f));
+        if self.version.at_least(3, 14) {
+            let bits = m.read_u8(obj + 16 + h)?;
+            let held = bits & 1 == 1;
+            let owner = if kind == LockKind::RLock && held { Some(m.read_u64(obj + 24 + h)?) } else { None };
+            return Ok(ThreadLockState { held, owner, sem: None, contended: bits & 2 == 2 });
+        }
+        match kind {
+            LockKind::RLock => {
+                let sem = m.read_u64(obj + lay("rlockobject", "rlock_lock").unwrap_or(16 + h))?;
+                let owner = m.read_u64(obj + lay("rlockobject", "rlock_owner").unwrap_or(24 + h))?;
+                let count = m.read_u64(obj + lay("rlockobject", "rlock_count").unwrap_or(32 + h))?;
+                Ok(ThreadLockState { held: count > 0, owner: (count > 0).then_some(owner), sem: Some(sem), contended: false })
+            }
+            _ => {
+                let sem = m.read_u64(obj + lay("lockobject", "lock_lock").unwrap_or(16 + h))?;
+                let locked = m.read_u8(obj + lay("lockobject", "locked").unwrap_or(32 + h))?;
+                Ok(ThreadLockState { held: locked != 0, owner: None, sem: Some(sem), contended: false })
+            }
+        }
+    }
+
+    /// Names of a code object's locals (`co_localsplusnames` 3.11+, `co_varnames` before).
+    pub fn local_names(&self, code: u64) -> Vec<String> {
+        let field = if self.version.at_least(3, 11) { "co_localsplusnames" } else { "co_varnames" };
+        let default = if self.version.at_least(3, 11) { 96 } else { 72 } + self.head();
+        let off = self.layout.as_ref().and_then(|l| l.field("PyCodeObject", field)).unwrap_or(default);
+        let Ok(t) = self.mem().read_u64(code + off) else { return vec![] };
+        self.read_sequence(t, true, 4096).unwrap_or_default().into_iter().map(|p| self.read_str_max(p, 256).unwrap_or_default()).collect()
+    }
+
+    /// Locals and value stack of a thread frame. The innermost frame's stack top is not saved by
+    /// CPython before 3.14, so that frame's stack is scanned up to `co_stacksize` (callers validate
+    /// every value by type).
+    pub fn frame_values(&self, frame: u64, code: u64, innermost: bool) -> MemResult<FrameValues> {
+        let m = self.mem();
+        let info = self.code_info(code)?;
+        let names = self.local_names(code);
+        let lay = |st: &str, f: &str| self.layout.as_ref().and_then(|l| l.field(st, f));
+        let mut out = FrameValues::default();
+        match self.off.frame {
+            FrameOffsets::Object { .. } => {
+                let lp = frame + lay("PyFrameObject", "f_localsplus").unwrap_or(if self.version.minor == 10 { 352 } else { 360 });
+                let vs = m.read_u64(frame + lay("PyFrameObject", "f_valuestack").unwrap_or(64))?;
+                out.globals = m.read_u64(frame + lay("PyFrameObject", "f_globals").unwrap_or(48))?;
+                let nloc = if vs > lp { ((vs - lp) / 8).min(MAX_SLOTS) } else { 0 };
+                let locals = m.read_vec(lp, nloc as usize * 8)?;
+                for (i, c) in locals.chunks_exact(8).enumerate() {
+                    out.locals.push((names.get(i).cloned(), u64::from_le_bytes(c.try_into().unwrap())));
+                }
+                let stacksize = lay("PyCodeObject", "co_stacksize").map(|o| m.read_i32(code + o).unwrap_or(0)).unwrap_or(0).clamp(0, MAX_SLOTS as i32);
+                let top = if self.version.minor <= 9 { m.read_u64(frame + lay("PyFrameObject", "f_stacktop").unwrap_or(72))? } else { 0 };
+                let end = if top > vs && (top - vs) / 8 <= MAX_SLOTS { top } else { vs + 8 * stacksize as u64 };
+                if end > vs {
+                    let st = m.read_vec(vs, (end - vs) as usize)?;
+                    out.stack = st.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+                }
+            }
+            FrameOffsets::Interp { localsplus, stack, tagged, .. } => {
+                let globals_off = lay("_PyInterpreterFrame", "f_globals").unwrap_or(if self.version.minor == 11 { 8 } else { 24 });
+                out.globals = m.read_u64(frame + globals_off)?;
+                let nlp = info.nlocalsplus.unwrap_or(0).clamp(0, MAX_SLOTS as i64) as u64;
+                let base = frame + localsplus;
+                let locals = m.read_vec(base, nlp as usize * 8)?;
+                for (i, c) in locals.chunks_exact(8).enumerate() {
+                    let v = u64::from_le_bytes(c.try_into().unwrap());
+                    out.locals.push((names.get(i).cloned(), if tagged { v & !3 } else { v }));
+                }
+                let sbase = base + 8 * nlp;
+                let stacksize = info.stacksize.unwrap_or(0).clamp(0, MAX_SLOTS as i64) as u64;
+                let end = match stack {
+                    Some(off) if self.version.at_least(3, 14) => m.read_u64(frame + off)?,
+                    Some(off) if !innermost => base + 8 * (m.read_i32(frame + off)?.max(0) as u64),
+                    _ => sbase + 8 * stacksize,
+                };
+                let end = end.min(sbase + 8 * stacksize.max(1) + 8 * MAX_SLOTS);
+                if end > sbase && (end - sbase) / 8 <= MAX_SLOTS {
+                    let st = m.read_vec(sbase, (end - sbase) as usize)?;
+                    out.stack = st
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                        .filter(|v| !tagged || v & 3 != 3)
+                        .map(|v| if tagged { v & !3 } else { v })
+                        .collect();
+                }
+            }
+        }
+        out.stack.retain(|v| *v > 0x1000 && v % 8 == 0);
+        out.locals.retain(|(_, v)| *v > 0x1000 && v % 8 == 0);
+        Ok(out)
+    }
+
+    /// A name for `obj` as seen from a frame: a local, an attribute of `self`, or a module global.
+    pub fn name_for(&self, obj: u64, fv: &FrameValues) -> Option<String> {
+        for (n, v) in &fv.locals {
+            if *v == obj {
+                if let Some(n) = n {
+                    return Some(n.clone());
+                }
+            }
+        }
+        if let Some((Some(first), slf)) = fv.locals.first() {
+            if first == "self" {
+                if let Ok(Some(store)) = self.instance_attrs(*slf) {
+                    let items = match store {
+                        super::objects::AttrStore::Dict(d) => self.dict_items(d).unwrap_or_default(),
+                        super::objects::AttrStore::Values { keys, values } => self.keys_items(keys, Some(values)).unwrap_or_default(),
+                    };
+                    if let Some((k, _)) = items.iter().find(|(_, v)| *v == obj) {
+                        return self.read_str_max(*k, 256).ok().map(|n| format!("self.{n}"));
+                    }
+                }
+            }
+        }
+        if fv.globals != 0 {
+            if let Ok(items) = self.dict_items(fv.globals) {
+                if let Some((k, _)) = items.iter().find(|(_, v)| *v == obj) {
+                    return self.read_str_max(*k, 256).ok();
+                }
+            }
+        }
+        None
+    }
+}
