@@ -41,6 +41,9 @@ pub enum Command {
     /// Sample GIL ownership: share held per thread, waits, CPU, top stacks while holding, switches/s.
     #[command(after_help = EXIT_CODES)]
     Gil(GilArgs),
+    /// Live terminal UI: threads, task tree, details, findings and GIL, refreshing as the process runs.
+    #[command(after_help = EXIT_CODES)]
+    Top(TopArgs),
     /// Start a bundled example service with the machine's python3, attach to it and dump it.
     #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
@@ -99,6 +102,25 @@ pub struct DeadlockArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Process id of the Python process.
+    #[arg(value_name = "PID", required_unless_present_any = ["pid_flag", "replay"], conflicts_with = "pid_flag")]
+    pub pid: Option<i32>,
+    /// Process id (py-spy style).
+    #[arg(short = 'p', long = "pid", value_name = "PID", id = "pid_flag")]
+    pub pid_flag: Option<i32>,
+    /// GIL samples per second between refreshes.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds between snapshot refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    pub refresh: f64,
+    /// Browse a saved snapshot (from `dump --json` or `s` in top) instead of a live process.
+    #[arg(long, value_name = "SNAPSHOT.json", conflicts_with_all = ["pid", "pid_flag"])]
+    pub replay: Option<String>,
 }
 
 #[derive(Args, Debug)]

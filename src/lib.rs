@@ -9,3 +9,4 @@ pub mod error;
 pub mod render;
 pub mod runtime;
 pub mod snapshot;
+pub mod tui;

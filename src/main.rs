@@ -25,6 +25,12 @@ fn main() {
         cli::Command::Pstree(a) => tasks::pstree(a.target.pid(), a.json, a.blocking),
         cli::Command::Deadlocks(a) => deadlocks::run(&deadlocks::DeadlockOptions { pid: a.target.pid(), duration: a.duration, threshold: a.threshold, json: a.json }),
         cli::Command::Gil(a) => gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json }),
+        cli::Command::Top(a) => taskspy::tui::runner::run(&taskspy::tui::runner::TopOptions {
+            pid: a.pid.or(a.pid_flag).unwrap_or(0),
+            rate: a.rate,
+            refresh: a.refresh,
+            replay: a.replay.clone(),
+        }),
         cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
     };
     match result {

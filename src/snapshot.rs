@@ -19,7 +19,7 @@ pub struct Snapshot {
     pub python: PythonInfo,
     pub threads: Vec<ThreadSnap>,
     pub tasks: Vec<TaskSnap>,
-    pub findings: Vec<serde_json::Value>,
+    pub findings: Vec<crate::analysis::deadlock::Finding>,
     /// One entry per interpreter (additive key).
     #[serde(default)]
     pub interpreters: Vec<InterpSnap>,

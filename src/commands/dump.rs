@@ -48,6 +48,16 @@ pub fn cmdline(pid: i32) -> String {
 }
 
 pub fn run(opts: &DumpOptions) -> Result<Output> {
-    let snap = take_snapshot(opts.pid, opts.blocking)?;
+    let mut snap = take_snapshot(opts.pid, opts.blocking)?;
+    if opts.json {
+        // The snapshot format carries deadlock findings too (one look, no sampling).
+        if let Ok(py) = attach::attach(opts.pid).and_then(PyProcess::open) {
+            py.begin_snapshot();
+            if let Ok(f) = super::deadlocks::analyze(&py, &snap) {
+                snap.findings = f;
+            }
+            py.end_snapshot();
+        }
+    }
     Ok(if opts.json { Output::Snapshot(Box::new(snap)) } else { Output::Text(render::text::dump_text(&snap, &cmdline(opts.pid))) })
 }

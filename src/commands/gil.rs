@@ -21,7 +21,7 @@ pub struct GilOptions {
 }
 
 /// utime + stime of each thread, in clock ticks.
-fn cpu_ticks(pid: i32) -> HashMap<i32, u64> {
+pub fn cpu_ticks(pid: i32) -> HashMap<i32, u64> {
     let mut out = HashMap::new();
     for tid in crate::runtime::threads::os_thread_ids(pid) {
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {

@@ -1,0 +1,214 @@
+//! The terminal side of `taskspy top`: raw mode and alternate screen behind a restore guard, a
+//! background sampler thread (snapshots, findings, GIL shares) and the key/redraw loop.
+
+use super::state::{Action, App, GilWindow, ThreadShare};
+use super::view;
+use crate::analysis::deadlock::Finding;
+use crate::attach::{self, pause};
+use crate::error::{Error, Result};
+use crate::runtime::PyProcess;
+use crate::snapshot::{self, Snapshot};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct TopOptions {
+    pub pid: i32,
+    pub rate: f64,
+    pub refresh: f64,
+    pub replay: Option<String>,
+}
+
+enum Msg {
+    Update(Box<Snapshot>, Vec<Finding>, Option<GilWindow>, f64),
+    Exited,
+    Error(String),
+}
+
+/// Restores the terminal when dropped (normal exit, error, or unwinding panic).
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+pub fn key_name(code: KeyCode, mods: KeyModifiers) -> String {
+    if mods.contains(KeyModifiers::CONTROL) {
+        if let KeyCode::Char(c) = code {
+            return format!("ctrl-{c}");
+        }
+    }
+    match code {
+        KeyCode::Up => "up".into(),
+        KeyCode::Down => "down".into(),
+        KeyCode::PageUp => "pageup".into(),
+        KeyCode::PageDown => "pagedown".into(),
+        KeyCode::Home => "home".into(),
+        KeyCode::End => "end".into(),
+        KeyCode::Enter => "enter".into(),
+        KeyCode::Tab => "tab".into(),
+        KeyCode::Esc => "esc".into(),
+        KeyCode::Backspace => "backspace".into(),
+        KeyCode::Char(c) => format!("char:{c}"),
+        _ => String::new(),
+    }
+}
+
+fn save(app: &mut App) {
+    let Some(s) = &app.snapshot else {
+        app.status = "nothing to save yet".into();
+        return;
+    };
+    let stamp = s.captured_at.replace([':', '.'], "-");
+    let name = format!("taskspy-{}-{}.json", s.pid, stamp);
+    let path = std::env::current_dir().map(|d| d.join(&name)).unwrap_or_else(|_| name.clone().into());
+    app.status = match std::fs::File::create(&path).map_err(|e| e.to_string()).and_then(|f| {
+        serde_json::to_writer_pretty(std::io::BufWriter::new(f), s).map_err(|e| e.to_string())
+    }) {
+        Ok(()) => format!("saved snapshot to {}", path.display()),
+        Err(e) => format!("could not save {}: {e}", path.display()),
+    };
+}
+
+pub fn run(opts: &TopOptions) -> Result<crate::commands::Output> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(Error::other("taskspy top needs an interactive terminal; use `taskspy dump PID` (or --json) for non-interactive output"));
+    }
+    let mut app;
+    let rx: Option<Receiver<Msg>>;
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some(path) = &opts.replay {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::other(format!("reading {path}: {e}")))?;
+        let snap: Snapshot = serde_json::from_str(&text).map_err(|e| Error::other(format!("{path} is not a taskspy snapshot: {e}")))?;
+        app = App::new(snap.pid, true);
+        let findings: Vec<Finding> = snap.findings.clone();
+        app.update(snap, findings, None);
+        rx = None;
+    } else {
+        let py = PyProcess::open(attach::attach(opts.pid)?)?;
+        // First snapshot before touching the terminal, so attach errors print normally.
+        let first = snapshot::capture(&py)?;
+        app = App::new(opts.pid, false);
+        app.update(first, vec![], None);
+        let (tx, r) = channel();
+        let stop2 = stop.clone();
+        let (rate, refresh) = (opts.rate.clamp(1.0, 10_000.0), opts.refresh.clamp(0.1, 60.0));
+        std::thread::spawn(move || sampler(py, tx, rate, refresh, stop2));
+        rx = Some(r);
+    }
+    pause::install_interrupt_handler();
+    let mut terminal = ratatui::try_init().map_err(|e| Error::other(format!("cannot set up the terminal: {e}")))?;
+    let _guard = TerminalGuard;
+    loop {
+        terminal.draw(|f| view::draw(f, &mut app)).map_err(|e| Error::other(format!("drawing: {e}")))?;
+        if event::poll(Duration::from_millis(100)).unwrap_or(false) {
+            if let Ok(Event::Key(k)) = event::read() {
+                if k.kind != KeyEventKind::Release && app.key(&key_name(k.code, k.modifiers)) == Action::Save {
+                    save(&mut app);
+                }
+            }
+        }
+        if let Some(rx) = &rx {
+            while let Ok(m) = rx.try_recv() {
+                match m {
+                    Msg::Update(s, f, g, cost) => {
+                        app.refresh_cost_ms = cost;
+                        app.update(*s, f, g);
+                    }
+                    Msg::Exited => app.exited = true,
+                    Msg::Error(e) => app.status = e,
+                }
+            }
+        }
+        if app.quit || pause::interrupted() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    Ok(crate::commands::Output::Text(String::new()))
+}
+
+fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<AtomicBool>) {
+    let tid_by_ident = |s: &Snapshot| -> HashMap<u64, i32> { s.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect() };
+    let mut idents: HashMap<u64, i32> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        // GIL window: sample holders for one refresh period.
+        let start = Instant::now();
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let mut held = 0u64;
+        let mut samples = 0u64;
+        let mut holds: HashMap<i32, u64> = HashMap::new();
+        let (mut sw0, mut sw1) = (None, None);
+        let cpu0 = crate::commands::gil::cpu_ticks(py.pid);
+        while start.elapsed().as_secs_f64() < refresh && !stop.load(Ordering::SeqCst) {
+            if let Ok(interps) = py.interpreters() {
+                let current = py.tstate_current().ok().flatten();
+                samples += 1;
+                if let Some(i) = interps.iter().find(|i| i.id == 0).or(interps.first()) {
+                    if i.gil_locked {
+                        held += 1;
+                    }
+                    sw0 = sw0.or(i.gil_switch_number);
+                    sw1 = i.gil_switch_number.or(sw1);
+                }
+                for i in &interps {
+                    for r in py.threads_of(i, current).unwrap_or_default() {
+                        if r.holds_gil {
+                            if let Some(t) = r.native_tid.or_else(|| idents.get(&r.ident).copied()) {
+                                *holds.entry(t).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(period);
+        }
+        let secs = start.elapsed().as_secs_f64().max(1e-3);
+        let cpu1 = crate::commands::gil::cpu_ticks(py.pid);
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let mut per_thread: HashMap<i32, ThreadShare> = HashMap::new();
+        for (tid, t1) in &cpu1 {
+            let c = (*t1 - cpu0.get(tid).copied().unwrap_or(*t1).min(*t1)) as f64 / hz / secs * 100.0;
+            let g = holds.get(tid).copied().unwrap_or(0) as f64 * 100.0 / samples.max(1) as f64;
+            per_thread.insert(*tid, ThreadShare { gil_pct: g, cpu_pct: c });
+        }
+        let gil = GilWindow {
+            held_pct: held as f64 * 100.0 / samples.max(1) as f64,
+            switches_per_s: match (sw0, sw1) {
+                (Some(a), Some(b)) => b.wrapping_sub(a) as f64 / secs,
+                _ => 0.0,
+            },
+            per_thread,
+        };
+        let t0 = Instant::now();
+        match snapshot::capture(&py) {
+            Ok(s) => {
+                idents = tid_by_ident(&s);
+                py.begin_snapshot();
+                let findings = crate::commands::deadlocks::analyze(&py, &s).unwrap_or_default();
+                py.end_snapshot();
+                let cost = t0.elapsed().as_secs_f64() * 1000.0;
+                if tx.send(Msg::Update(Box::new(s), findings, Some(gil), cost)).is_err() {
+                    return;
+                }
+            }
+            Err(Error::TargetExited(_)) | Err(Error::NoSuchProcess(_)) => {
+                let _ = tx.send(Msg::Exited);
+                return;
+            }
+            Err(e) => {
+                if !std::path::Path::new(&format!("/proc/{}", py.pid)).exists() {
+                    let _ = tx.send(Msg::Exited);
+                    return;
+                }
+                let _ = tx.send(Msg::Error(e.to_string()));
+            }
+        }
+    }
+}

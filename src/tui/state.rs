@@ -1,0 +1,308 @@
+//! TUI state: the latest snapshot, the flattened task tree with expand/collapse and filter, the
+//! selection (kept on the same task across refreshes), findings history and GIL history.
+
+use crate::analysis::deadlock::Finding;
+use crate::analysis::tree::{self, TreeNode};
+use crate::snapshot::Snapshot;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Threads,
+    Tasks,
+}
+
+/// One visible line of the task tree.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub depth: usize,
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub waiting_on: String,
+    pub has_children: bool,
+    pub expanded: bool,
+    pub cycle: bool,
+    pub shown_elsewhere: bool,
+    pub in_finding: bool,
+}
+
+/// GIL and CPU shares of one thread over the last sampling window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadShare {
+    pub gil_pct: f64,
+    pub cpu_pct: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GilWindow {
+    pub held_pct: f64,
+    pub switches_per_s: f64,
+    pub per_thread: HashMap<i32, ThreadShare>,
+}
+
+pub struct App {
+    pub pid: i32,
+    pub snapshot: Option<Snapshot>,
+    pub rows: Vec<Row>,
+    pub collapsed: HashSet<String>,
+    pub selected_task: Option<String>,
+    pub task_cursor: usize,
+    pub task_offset: usize,
+    pub thread_cursor: usize,
+    pub focus: Pane,
+    pub filter: String,
+    pub editing_filter: bool,
+    pub paused: bool,
+    pub findings: Vec<(String, Finding)>,
+    pub gil_history: VecDeque<u64>,
+    pub switch_history: VecDeque<u64>,
+    pub gil: GilWindow,
+    pub show_help: bool,
+    pub status: String,
+    pub exited: bool,
+    pub replay: bool,
+    pub quit: bool,
+    pub refresh_cost_ms: f64,
+    roots: Vec<TreeNode>,
+    cycles: Vec<Vec<String>>,
+}
+
+pub const HISTORY: usize = 120;
+
+/// What a key press asks the runner to do beyond changing state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Save,
+}
+
+impl App {
+    pub fn new(pid: i32, replay: bool) -> App {
+        App {
+            pid,
+            snapshot: None,
+            rows: vec![],
+            collapsed: HashSet::new(),
+            selected_task: None,
+            task_cursor: 0,
+            task_offset: 0,
+            thread_cursor: 0,
+            focus: Pane::Tasks,
+            filter: String::new(),
+            editing_filter: false,
+            paused: false,
+            findings: vec![],
+            gil_history: VecDeque::new(),
+            switch_history: VecDeque::new(),
+            gil: GilWindow::default(),
+            show_help: false,
+            status: String::new(),
+            exited: false,
+            replay,
+            quit: false,
+            refresh_cost_ms: 0.0,
+            roots: vec![],
+            cycles: vec![],
+        }
+    }
+
+    /// Apply a new snapshot (ignored while paused: the view stays frozen).
+    pub fn update(&mut self, snap: Snapshot, findings: Vec<Finding>, gil: Option<GilWindow>) {
+        if self.paused {
+            return;
+        }
+        let t = tree::build(&snap.tasks);
+        self.roots = t.roots;
+        self.cycles = t.cycles;
+        for f in findings {
+            let key = format!("{}:{}", f.kind, f.summary);
+            if !self.findings.iter().any(|(k, _)| *k == key) {
+                self.findings.push((key, f)); // findings stay listed once seen
+            }
+        }
+        if let Some(g) = gil {
+            push(&mut self.gil_history, g.held_pct.round() as u64);
+            push(&mut self.switch_history, g.switches_per_s.round() as u64);
+            self.gil = g;
+        }
+        self.snapshot = Some(snap);
+        self.rebuild_rows();
+        let n = self.snapshot.as_ref().map(|s| s.threads.len()).unwrap_or(0);
+        self.thread_cursor = self.thread_cursor.min(n.saturating_sub(1));
+    }
+
+    fn finding_tasks(&self) -> HashSet<&str> {
+        self.findings.iter().flat_map(|(_, f)| f.tasks.iter().map(String::as_str)).collect()
+    }
+
+    /// Flatten the visible tree (respecting collapse and filter) and keep the selection on its task.
+    pub fn rebuild_rows(&mut self) {
+        let marked: HashSet<String> = self.finding_tasks().into_iter().map(str::to_string).collect();
+        let in_cycle: HashSet<&str> = self.cycles.iter().flatten().map(String::as_str).collect();
+        let filter = self.filter.to_lowercase();
+        let matches = |n: &TreeNode| {
+            filter.is_empty()
+                || n.name.to_lowercase().contains(&filter)
+                || n.coroutine_stack.iter().any(|f| f.function.to_lowercase().contains(&filter))
+        };
+        let mut rows = Vec::new();
+        let mut work: Vec<(&TreeNode, usize)> = self.roots.iter().rev().map(|r| (r, 0)).collect();
+        while let Some((n, depth)) = work.pop() {
+            let expanded = !self.collapsed.contains(&n.id);
+            if matches(n) {
+                rows.push(Row {
+                    depth: if filter.is_empty() { depth } else { 0 },
+                    id: n.id.clone(),
+                    name: n.name.clone(),
+                    state: n.state.clone(),
+                    waiting_on: n.waiting_on.clone(),
+                    has_children: !n.children.is_empty(),
+                    expanded,
+                    cycle: n.cycle || in_cycle.contains(n.id.as_str()),
+                    shown_elsewhere: n.shown_elsewhere,
+                    in_finding: marked.contains(&n.id),
+                });
+            }
+            // With a filter every match is listed flat, so descend regardless of collapse.
+            if expanded || !filter.is_empty() {
+                for c in n.children.iter().rev() {
+                    work.push((c, depth + 1));
+                }
+            }
+        }
+        self.rows = rows;
+        if let Some(sel) = &self.selected_task {
+            if let Some(i) = self.rows.iter().position(|r| &r.id == sel) {
+                self.task_cursor = i;
+            }
+        }
+        self.task_cursor = self.task_cursor.min(self.rows.len().saturating_sub(1));
+        self.selected_task = self.rows.get(self.task_cursor).map(|r| r.id.clone());
+    }
+
+    pub fn move_cursor(&mut self, delta: i64) {
+        match self.focus {
+            Pane::Tasks => {
+                if self.rows.is_empty() {
+                    return;
+                }
+                let n = self.rows.len() as i64;
+                self.task_cursor = (self.task_cursor as i64 + delta).clamp(0, n - 1) as usize;
+                self.selected_task = Some(self.rows[self.task_cursor].id.clone());
+            }
+            Pane::Threads => {
+                let n = self.snapshot.as_ref().map(|s| s.threads.len()).unwrap_or(0) as i64;
+                if n > 0 {
+                    self.thread_cursor = (self.thread_cursor as i64 + delta).clamp(0, n - 1) as usize;
+                }
+            }
+        }
+    }
+
+    /// Keep the cursor inside a window of `height` rows; returns the first visible row.
+    pub fn scroll_to_cursor(&mut self, height: usize) -> usize {
+        if height == 0 {
+            return 0;
+        }
+        if self.task_cursor < self.task_offset {
+            self.task_offset = self.task_cursor;
+        } else if self.task_cursor >= self.task_offset + height {
+            self.task_offset = self.task_cursor + 1 - height;
+        }
+        self.task_offset = self.task_offset.min(self.rows.len().saturating_sub(1));
+        self.task_offset
+    }
+
+    pub fn toggle_expand(&mut self) {
+        if let Some(id) = self.selected_task.clone() {
+            if !self.collapsed.remove(&id) {
+                self.collapsed.insert(id);
+            }
+            self.rebuild_rows();
+        }
+    }
+
+    /// Handle one key; `code` is a simplified key name ("up", "enter", "char:x", "ctrl-c", ...).
+    pub fn key(&mut self, code: &str) -> Action {
+        if self.editing_filter {
+            match code {
+                "enter" => self.editing_filter = false,
+                "esc" => {
+                    self.editing_filter = false;
+                    self.filter.clear();
+                    self.rebuild_rows();
+                }
+                "backspace" => {
+                    self.filter.pop();
+                    self.rebuild_rows();
+                }
+                c if c.starts_with("char:") => {
+                    self.filter.push_str(&c[5..]);
+                    self.rebuild_rows();
+                }
+                "ctrl-c" => self.quit = true,
+                _ => {}
+            }
+            return Action::None;
+        }
+        if self.show_help {
+            self.show_help = false;
+            if matches!(code, "char:q" | "ctrl-c") {
+                self.quit = true;
+            }
+            return Action::None;
+        }
+        match code {
+            "char:q" | "esc" | "ctrl-c" => self.quit = true,
+            "up" | "char:k" => self.move_cursor(-1),
+            "down" | "char:j" => self.move_cursor(1),
+            "pageup" => self.move_cursor(-20),
+            "pagedown" => self.move_cursor(20),
+            "home" => self.move_cursor(-(1 << 30)),
+            "end" => self.move_cursor(1 << 30),
+            "enter" | "char: " => {
+                if self.focus == Pane::Tasks {
+                    self.toggle_expand()
+                }
+            }
+            "tab" => self.focus = if self.focus == Pane::Tasks { Pane::Threads } else { Pane::Tasks },
+            "char:/" => {
+                self.editing_filter = true;
+                self.focus = Pane::Tasks;
+            }
+            "char:p" => {
+                self.paused = !self.paused;
+                self.status = if self.paused {
+                    "paused: view frozen, sampling continues in the background (p to resume)".into()
+                } else {
+                    "resumed".into()
+                };
+            }
+            "char:s" => return Action::Save,
+            "char:?" => self.show_help = true,
+            _ => {}
+        }
+        Action::None
+    }
+
+    pub fn selected_thread(&self) -> Option<&crate::snapshot::ThreadSnap> {
+        self.snapshot.as_ref()?.threads.get(self.thread_cursor)
+    }
+
+    pub fn selected_task_snap(&self) -> Option<&crate::snapshot::TaskSnap> {
+        let id = self.selected_task.as_ref()?;
+        self.snapshot.as_ref()?.tasks.iter().find(|t| &t.id == id)
+    }
+
+    pub fn cycles(&self) -> &[Vec<String>] {
+        &self.cycles
+    }
+}
+
+fn push(q: &mut VecDeque<u64>, v: u64) {
+    q.push_back(v);
+    while q.len() > HISTORY {
+        q.pop_front();
+    }
+}
