@@ -15,6 +15,11 @@ pub struct DumpOptions {
 
 /// Attach and capture; with `blocking` the target is paused only for the capture itself.
 pub fn take_snapshot(pid: i32, blocking: bool) -> Result<Snapshot> {
+    take_snapshot_with(pid, blocking).map(|(_, s)| s)
+}
+
+/// As `take_snapshot`, also returning the reader for follow-up analysis.
+pub fn take_snapshot_with(pid: i32, blocking: bool) -> Result<(PyProcess, Snapshot)> {
     let t0 = std::time::Instant::now();
     let target = attach::attach(pid)?;
     let t1 = std::time::Instant::now();
@@ -28,14 +33,14 @@ pub fn take_snapshot(pid: i32, blocking: bool) -> Result<Snapshot> {
         let snap = snapshot::capture(&py);
         drop(guard); // resume before anything else, including error reporting
         pause::check_interrupted()?;
-        snap
+        Ok((py, snap?))
     } else {
         let t = std::time::Instant::now();
-        let s = snapshot::capture(&py);
+        let s = snapshot::capture(&py)?;
         if std::env::var_os("TASKSPY_TIMING").is_some() {
             eprintln!("timing: capture {:?}", t.elapsed());
         }
-        s
+        Ok((py, s))
     }
 }
 
@@ -48,16 +53,14 @@ pub fn cmdline(pid: i32) -> String {
 }
 
 pub fn run(opts: &DumpOptions) -> Result<Output> {
-    let mut snap = take_snapshot(opts.pid, opts.blocking)?;
+    let (py, mut snap) = take_snapshot_with(opts.pid, opts.blocking)?;
     if opts.json {
         // The snapshot format carries deadlock findings too (one look, no sampling).
-        if let Ok(py) = attach::attach(opts.pid).and_then(PyProcess::open) {
-            py.begin_snapshot();
-            if let Ok(f) = super::deadlocks::analyze(&py, &snap) {
-                snap.findings = f;
-            }
-            py.end_snapshot();
+        py.begin_snapshot();
+        if let Ok(f) = super::deadlocks::analyze(&py, &snap) {
+            snap.findings = f;
         }
+        py.end_snapshot();
     }
     Ok(if opts.json { Output::Snapshot(Box::new(snap)) } else { Output::Text(render::text::dump_text(&snap, &cmdline(opts.pid))) })
 }
