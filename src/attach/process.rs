@@ -49,6 +49,7 @@ pub fn mem_error(pid: i32, e: MemError) -> Error {
 
 /// `major.minor` parsed from a file name like `libpython3.8.so.1.0`, `python3.14`, `libpython2.7.so`.
 pub fn version_from_name(path: &str) -> Option<(u32, u32, bool)> {
+    let path = path.trim_end_matches(" (deleted)");
     let base = path.rsplit('/').next().unwrap_or(path);
     let i = base.find("python")? + "python".len();
     let rest = &base[i..];
@@ -62,25 +63,35 @@ pub fn version_from_name(path: &str) -> Option<(u32, u32, bool)> {
 }
 
 fn looks_like_python(path: &str) -> bool {
+    let path = path.trim_end_matches(" (deleted)");
     let base = path.rsplit('/').next().unwrap_or(path);
     base.contains("python") && !base.contains("_asyncio") && !base.ends_with(".py")
 }
 
 /// Map a file of the target read-only. Through /proc/PID/root so a target in another mount namespace
 /// (container) resolves its own files. Mapping (not reading) keeps big debug-info libraries cheap.
-fn read_target_file(pid: i32, path: &str) -> Option<memmap2::Mmap> {
-    let f = std::fs::File::open(format!("/proc/{pid}/root{path}")).or_else(|_| std::fs::File::open(path)).ok()?;
+fn read_target_file(pid: i32, path: &str, maps: &[MapEntry]) -> Option<memmap2::Mmap> {
+    let f = open_target_file(pid, path, maps)?;
     // SAFETY: read-only private mapping; if the file is truncated underneath us, goblin sees short
     // data at worst (libraries in use are not truncated in practice).
     unsafe { memmap2::Mmap::map(&f).ok() }
 }
 
-fn is_elf_file(pid: i32, path: &str) -> bool {
+/// Open a file mapped by the target. A file replaced on disk while the target runs (a package
+/// upgrade) shows as "PATH (deleted)": then the mapping itself is opened via /proc/PID/map_files.
+fn open_target_file(pid: i32, path: &str, maps: &[MapEntry]) -> Option<std::fs::File> {
+    if path.ends_with(" (deleted)") {
+        let m = maps.iter().find(|m| m.path.as_deref() == Some(path) && m.offset == 0)?;
+        return std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).ok();
+    }
+    std::fs::File::open(format!("/proc/{pid}/root{path}")).or_else(|_| std::fs::File::open(path)).ok()
+}
+
+fn is_elf_file(pid: i32, path: &str, maps: &[MapEntry]) -> bool {
     use std::io::Read;
-    let p = format!("/proc/{pid}/root{path}");
-    let mut f = match std::fs::File::open(&p).or_else(|_| std::fs::File::open(path)) {
-        Ok(f) => f,
-        Err(_) => return false,
+    let mut f = match open_target_file(pid, path, maps) {
+        Some(f) => f,
+        None => return false,
     };
     let mut magic = [0u8; 4];
     f.read_exact(&mut magic).is_ok() && &magic == b"\x7fELF"
@@ -128,7 +139,7 @@ pub fn attach(pid: i32) -> Result<Target> {
     let mut found: Option<ElfInfo> = None;
     let mut others = Vec::new();
     for path in &candidates {
-        let Some(data) = read_target_file(pid, path) else { continue };
+        let Some(data) = read_target_file(pid, path, &maps) else { continue };
         let Ok(info) = elf::load(path, &data, &maps) else { continue };
         let has_runtime = info.symbols.contains_key("_PyRuntime") || info.sections.contains_key(".PyRuntime");
         if has_runtime && found.is_none() {
@@ -140,10 +151,10 @@ pub fn attach(pid: i32) -> Result<Target> {
     if found.is_none() {
         // Embedders (uwsgi, blender, ...) link CPython into binaries without "python" in the name.
         for path in files.iter().filter(|p| !looks_like_python(p)).take(128) {
-            if !is_elf_file(pid, path) {
+            if !is_elf_file(pid, path, &maps) {
                 continue;
             }
-            let Some(data) = read_target_file(pid, path) else { continue };
+            let Some(data) = read_target_file(pid, path, &maps) else { continue };
             if data.len() > 512 << 20 {
                 continue;
             }
@@ -174,7 +185,7 @@ pub fn attach(pid: i32) -> Result<Target> {
     let asyncio = files
         .iter()
         .filter(|p| p.rsplit('/').next().unwrap_or("").starts_with("_asyncio"))
-        .find_map(|p| read_target_file(pid, p).and_then(|d| elf::load(p, &d, &maps).ok()));
+        .find_map(|p| read_target_file(pid, p, &maps).and_then(|d| elf::load(p, &d, &maps).ok()));
 
     let mem: Arc<dyn Memory> = Arc::new(ProcessMemory { pid });
     // One probe read tells permission problems and vanished targets apart from layout problems.
