@@ -136,7 +136,7 @@ impl AsyncioOffsets {
                 Some(dbg.task_awaited_by_is_set),
             ),
             None => (
-                f("TaskObj", &["fut_state"]).unwrap_or(d_state + head),
+                f("TaskObj", &["task_state", "fut_state"]).unwrap_or(d_state + head),
                 f("TaskObj", &["task_fut_waiter"]).unwrap_or(d_waiter + head),
                 f("TaskObj", &["task_coro"]).unwrap_or(d_coro + head),
                 f("TaskObj", &["task_name"]).unwrap_or(d_name + head),
@@ -188,14 +188,16 @@ impl AsyncioOffsets {
             _ => None,
         };
         let impl_running_loop = match (v.minor, debug) {
-            (13, _) => Some(f("_PyThreadStateImpl", &["asyncio_running_loop"]).unwrap_or(304)),
+            // The first field after the embedded PyThreadState: its size comes from the target's
+            // debug offsets, which also covers 3.13 patch releases that grew PyThreadState.
+            (13, _) => d("thread_state.size").or(f("_PyThreadStateImpl", &["asyncio_running_loop"])).or(Some(304)),
             (_, Some(dbg)) => Some(dbg.thread_running_loop),
             _ => None,
         };
         AsyncioOffsets {
-            fut_loop: f("TaskObj", &["fut_loop"]).unwrap_or(16 + head),
-            fut_callback0: f("TaskObj", &["fut_callback0"]).unwrap_or(24 + head),
-            fut_callbacks: f("TaskObj", &["fut_callbacks"]).unwrap_or(40 + head),
+            fut_loop: f("TaskObj", &["task_loop", "fut_loop"]).unwrap_or(16 + head),
+            fut_callback0: f("TaskObj", &["task_callback0", "fut_callback0"]).unwrap_or(24 + head),
+            fut_callbacks: f("TaskObj", &["task_callbacks", "fut_callbacks"]).unwrap_or(40 + head),
             fut_state,
             task_fut_waiter,
             task_coro,
