@@ -3,7 +3,8 @@
 
 use crate::snapshot::TaskSnap;
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TreeNode {
@@ -57,7 +58,7 @@ pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
     }
     let mut color: HashMap<&str, C> = graph.keys().map(|k| (*k, C::White)).collect();
     let mut cycles = Vec::new();
-    let mut seen_sets: HashSet<Vec<String>> = HashSet::new();
+    let mut seen_sets: HashSet<Vec<String>> = HashSet::default();
     for start in tasks.iter().map(|t| t.id.as_str()) {
         if color.get(start) != Some(&C::White) {
             continue;
@@ -105,7 +106,7 @@ pub fn build(tasks: &[TaskSnap]) -> TaskTree {
     let cycles = find_cycles(tasks);
     let has_parent: HashSet<&str> =
         tasks.iter().filter(|t| t.awaited_by.iter().any(|p| by_id.contains_key(p.as_str()))).map(|t| t.id.as_str()).collect();
-    let mut drawn: HashSet<String> = HashSet::new();
+    let mut drawn: HashSet<String> = HashSet::default();
     let mut roots = Vec::new();
     let mut deferred: Vec<&TaskSnap> = Vec::new();
     for t in tasks.iter().filter(|t| !has_parent.contains(t.id.as_str())) {
@@ -175,7 +176,8 @@ fn draw<'a>(
     }
     drawn.insert(root.id.clone());
     let mut stack: Vec<Frame> = vec![Frame { task: root, node: node(root), next_child: 0 }];
-    let mut on_path: HashSet<String> = HashSet::from([root.id.clone()]);
+    let mut on_path: HashSet<String> = HashSet::default();
+    on_path.insert(root.id.clone());
     loop {
         let depth = stack.len();
         let top = stack.last_mut().unwrap();

@@ -7,7 +7,7 @@ use super::{Asyncio, ObjKind};
 use crate::attach::MemResult;
 use crate::runtime::threads::{InterpInfo, ThreadRecord};
 use crate::snapshot::{TaskSnap, WaitingOn};
-use std::collections::{BTreeSet, HashMap};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
 pub fn hex(addr: u64) -> String {
     format!("0x{addr:x}")
@@ -17,7 +17,7 @@ impl Asyncio<'_> {
     /// The running loop of each thread (loop address -> native tid).
     pub fn loops_by_thread(&self, records: &[(ThreadRecord, Option<i32>)]) -> HashMap<u64, Option<i32>> {
         let py = self.py;
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         for (rec, tid) in records {
             let lp = if let Some(off) = self.off.impl_running_loop {
                 py.mem().read_u64(rec.tstate + off).unwrap_or(0)
@@ -55,7 +55,7 @@ impl Asyncio<'_> {
         let index: HashMap<u64, usize> = raw.iter().enumerate().map(|(i, t)| (t.addr, i)).collect();
 
         // Edges parent -> child ("child is awaited by parent").
-        let mut edges: BTreeSet<(u64, u64)> = BTreeSet::new();
+        let mut edges: FxHashSet<(u64, u64)> = FxHashSet::default();
         let explicit = raw.iter().any(|t| t.awaited_by.is_some());
         for t in &raw {
             if let Some(ab) = &t.awaited_by {
@@ -69,8 +69,11 @@ impl Asyncio<'_> {
         if !explicit {
             self.infer_edges(&raw, &index, &mut edges);
         }
-        let mut awaiting: HashMap<u64, Vec<u64>> = HashMap::new();
-        let mut awaited_by: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut awaiting: HashMap<u64, Vec<u64>> = HashMap::default();
+        let mut awaited_by: HashMap<u64, Vec<u64>> = HashMap::default();
+        // Deterministic order for output: sort the edges.
+        let mut edges: Vec<(u64, u64)> = edges.into_iter().collect();
+        edges.sort_unstable();
         for (p, c) in &edges {
             awaiting.entry(*p).or_default().push(*c);
             awaited_by.entry(*c).or_default().push(*p);
@@ -100,7 +103,7 @@ impl Asyncio<'_> {
     }
 
     /// 3.8–3.13 record no awaited-by relation: rebuild it from the objects.
-    fn infer_edges(&self, raw: &[RawTask], index: &HashMap<u64, usize>, edges: &mut BTreeSet<(u64, u64)>) {
+    fn infer_edges(&self, raw: &[RawTask], index: &HashMap<u64, usize>, edges: &mut FxHashSet<(u64, u64)>) {
         let py = self.py;
         for t in raw {
             let waited = t.fut_waiter.or(t.chain.awaited);

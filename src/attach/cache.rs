@@ -11,29 +11,11 @@ const SPAN_PAGES: u64 = 4;
 /// Reads larger than this go straight to the target.
 const DIRECT_READ: usize = 64 * 1024;
 /// Bound on cached bytes; the cache is simply emptied when full.
-const MAX_PAGES: usize = 32 * 1024; // 128 MiB
+const MAX_PAGES: usize = 8192; // 32 MiB
 
 type Page = Option<Arc<[u8]>>;
 
-/// Page addresses are already well spread: hash them by multiplication instead of SipHash.
-#[derive(Default, Clone, Copy)]
-pub struct PageHasher(u64);
-
-impl std::hash::Hasher for PageHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (v >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type PageMap = HashMap<u64, Page, std::hash::BuildHasherDefault<PageHasher>>;
+type PageMap = HashMap<u64, Page, rustc_hash::FxBuildHasher>;
 
 pub struct CachedMemory {
     inner: Arc<dyn Memory>,
@@ -54,6 +36,9 @@ impl CachedMemory {
 
     /// Stop caching and free the pages.
     pub fn end(&self) {
+        if std::env::var_os("TASKSPY_TIMING").is_some() {
+            eprintln!("timing: page cache held {} pages", self.pages.lock().unwrap().len());
+        }
         self.enabled.store(false, Ordering::SeqCst);
         let mut p = self.pages.lock().unwrap();
         p.clear();

@@ -33,8 +33,13 @@ pub fn analyze(py: &PyProcess, snap: &Snapshot) -> std::result::Result<Vec<Findi
     for interp in &interps {
         let recs: Vec<(ThreadRecord, Option<i32>)> =
             py.threads_of(interp, current)?.into_iter().map(|r| { let t = tids.get(&r.ident).copied().flatten().or(r.native_tid); (r, t) }).collect();
-        let (actors, locks) = aio.task_wait_facts(interp, &recs)?;
-        findings.extend(deadlock::lock_findings(&actors, &locks, "lock-cycle", false));
+        // Lock findings need a waiter: skip the (expensive) per-task stack scan when no task of
+        // this interpreter waits on an asyncio lock.
+        let lock_waiters = snap.tasks.iter().any(|t| t.interpreter == interp.id && matches!(t.waiting_on.kind.as_str(), "lock" | "semaphore" | "condition"));
+        if lock_waiters {
+            let (actors, locks) = aio.task_wait_facts(interp, &recs)?;
+            findings.extend(deadlock::lock_findings(&actors, &locks, "lock-cycle", false));
+        }
         for (r, t) in recs {
             let n = names.get(&r.ident).cloned().flatten();
             all_threads.push((r, t, n));

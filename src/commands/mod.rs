@@ -27,12 +27,21 @@ impl Output {
                     w.write_all(b"\n")?;
                 }
             }
+            // Pretty JSON for people at a terminal, compact JSON for pipes and files (half the size).
             Output::Snapshot(s) => {
-                serde_json::to_writer_pretty(&mut *w, s.as_ref())?;
+                if pretty() {
+                    serde_json::to_writer_pretty(&mut *w, s.as_ref())?;
+                } else {
+                    serde_json::to_writer(&mut *w, s.as_ref())?;
+                }
                 w.write_all(b"\n")?;
             }
             Output::Json(v) => {
-                serde_json::to_writer_pretty(&mut *w, v)?;
+                if pretty() {
+                    serde_json::to_writer_pretty(&mut *w, v)?;
+                } else {
+                    serde_json::to_writer(&mut *w, v)?;
+                }
                 w.write_all(b"\n")?;
             }
             Output::WithCode(o, _) => o.write_to(w)?,
@@ -46,4 +55,9 @@ impl Output {
             _ => 0,
         }
     }
+}
+
+fn pretty() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
 }
