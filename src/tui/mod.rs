@@ -4,3 +4,6 @@
 pub mod runner;
 pub mod state;
 pub mod view;
+
+#[cfg(test)]
+mod tests;

@@ -33,7 +33,7 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     ])
     .split(area);
     header(f, app, rows[0]);
-    let main = Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)]).split(rows[1]);
+    let main = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).split(rows[1]);
     threads(f, app, main[0]);
     tasks(f, app, main[1]);
     details(f, app, rows[2]);
@@ -110,7 +110,7 @@ fn threads(f: &mut Frame, app: &App, area: Rect) {
             .style(style)
         })
         .collect();
-    let widths = [Constraint::Length(14), Constraint::Length(8), Constraint::Length(8), Constraint::Length(5), Constraint::Length(5), Constraint::Min(10)];
+    let widths = [Constraint::Length(14), Constraint::Length(7), Constraint::Length(8), Constraint::Length(4), Constraint::Length(4), Constraint::Fill(1)];
     let table = Table::new(rows, widths)
         .header(TRow::new(vec!["NAME", "TID", "STATE", "GIL", "CPU", "FRAME"]).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(pane_block(format!(" Threads ({}) ", s.threads.len()), app.focus == Pane::Threads));

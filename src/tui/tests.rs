@@ -1,0 +1,231 @@
+//! Rendering and state tests with ratatui's TestBackend over synthetic snapshots: panes, cycles,
+//! findings, hostile names, an empty process, 10,000 tasks, a too-small terminal, key handling.
+
+use super::state::{Action, App, GilWindow, Pane, ThreadShare};
+use super::view;
+use crate::analysis::deadlock::{Evidence, Finding, LockRef};
+use crate::runtime::frames::Frame;
+use crate::snapshot::{PythonInfo, Snapshot, TaskSnap, ThreadSnap, ThreadState, WaitingOn};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::collections::HashMap;
+
+fn frame(f: &str, file: &str, line: i64) -> Frame {
+    Frame { function: f.into(), file: file.into(), line }
+}
+
+fn task(id: &str, name: &str, awaiting: &[&str], awaited_by: &[&str], kind: &str) -> TaskSnap {
+    TaskSnap {
+        id: id.into(),
+        name: name.into(),
+        state: "pending".into(),
+        thread: Some(100),
+        interpreter: 0,
+        coroutine_stack: vec![frame(&format!("{name}_coro"), "/srv/app.py", 10)],
+        awaiting: awaiting.iter().map(|s| s.to_string()).collect(),
+        awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
+        waiting_on: WaitingOn { kind: kind.into(), future: None, object: None, object_type: None, runnable: false },
+    }
+}
+
+fn snapshot(tasks: Vec<TaskSnap>, threads: Vec<ThreadSnap>) -> Snapshot {
+    Snapshot {
+        schema: "taskspy/1".into(),
+        pid: 100,
+        captured_at: "2026-11-25T08:00:00.000Z".into(),
+        python: PythonInfo { version: "3.14.10".into(), executable: "/usr/bin/python3.14".into(), free_threaded: false, gil_enabled: true, library: None },
+        threads,
+        tasks,
+        findings: vec![],
+        interpreters: vec![],
+    }
+}
+
+fn thread(tid: i32, name: &str, gil: bool) -> ThreadSnap {
+    ThreadSnap {
+        tid: Some(tid),
+        ident: tid as u64 * 16,
+        name: Some(name.into()),
+        interpreter: 0,
+        holds_gil: gil,
+        state: if gil { ThreadState::Running } else { ThreadState::Idle },
+        frames: vec![frame("serve_forever", "/srv/main.py", 42), frame("<module>", "/srv/main.py", 50)],
+        os_name: None,
+        truncated: false,
+        error: None,
+    }
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> String {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    term.draw(|f| view::draw(f, app)).unwrap();
+    let buf = term.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn demo_app() -> App {
+    let tasks = vec![
+        task("0x1", "accept-loop", &["0x2", "0x3"], &[], "taskgroup"),
+        task("0x2", "worker-1", &[], &["0x1"], "event"),
+        task("0x3", "worker-2", &[], &["0x1"], "lock"),
+    ];
+    let mut app = App::new(100, false);
+    let mut gil = GilWindow { held_pct: 87.0, switches_per_s: 150.0, per_thread: HashMap::new() };
+    gil.per_thread.insert(100, ThreadShare { gil_pct: 87.0, cpu_pct: 91.0 });
+    app.update(snapshot(tasks, vec![thread(100, "MainThread", true), thread(101, "db-pool-0", false)]), vec![], Some(gil));
+    app
+}
+
+#[test]
+fn main_screen_shows_every_pane() {
+    let mut app = demo_app();
+    let s = render(&mut app, 120, 40);
+    for needle in ["taskspy top — PID 100", "Python 3.14.10", "Threads (2)", "MainThread", "db-pool-0", "Tasks (3)", "accept-loop", "worker-1", "[pending: lock]", "Details", "Findings (0)", "held 87%", "150 switches/s", "q quit"] {
+        assert!(s.contains(needle), "missing {needle:?} in\n{s}");
+    }
+    // The selection starts on the first task and the details pane describes it.
+    assert!(s.contains("task accept-loop 0x1"), "{s}");
+    assert!(s.contains("awaits: worker-1, worker-2"), "{s}");
+}
+
+#[test]
+fn selection_stays_on_the_same_task_across_refreshes() {
+    let mut app = demo_app();
+    app.key("down");
+    app.key("down");
+    assert_eq!(app.selected_task.as_deref(), Some("0x3"));
+    // A refresh where a new task appears before it: the cursor follows the task, not the row.
+    let tasks = vec![
+        task("0x1", "accept-loop", &["0x9", "0x2", "0x3"], &[], "taskgroup"),
+        task("0x9", "new-one", &[], &["0x1"], "sleep"),
+        task("0x2", "worker-1", &[], &["0x1"], "event"),
+        task("0x3", "worker-2", &[], &["0x1"], "lock"),
+    ];
+    app.update(snapshot(tasks, vec![thread(100, "MainThread", true)]), vec![], None);
+    assert_eq!(app.selected_task.as_deref(), Some("0x3"));
+    assert_eq!(app.rows[app.task_cursor].name, "worker-2");
+}
+
+#[test]
+fn collapse_expand_filter_pause_help_and_quit() {
+    let mut app = demo_app();
+    assert_eq!(app.rows.len(), 3);
+    app.key("enter"); // collapse accept-loop
+    assert_eq!(app.rows.len(), 1);
+    assert!(render(&mut app, 120, 40).contains("▸ accept-loop"));
+    app.key("char: ");
+    assert_eq!(app.rows.len(), 3);
+    app.key("char:/");
+    for c in "worker-2".chars() {
+        app.key(&format!("char:{c}"));
+    }
+    app.key("enter");
+    assert_eq!(app.rows.len(), 1);
+    assert!(render(&mut app, 120, 40).contains("Tasks matching 'worker-2' (1)"));
+    app.key("char:/");
+    app.key("esc");
+    assert_eq!(app.rows.len(), 3);
+    app.key("char:p");
+    assert!(app.paused);
+    let before = app.rows.len();
+    app.update(snapshot(vec![], vec![]), vec![], None);
+    assert_eq!(app.rows.len(), before, "paused view must stay frozen");
+    app.key("char:p");
+    app.key("tab");
+    assert_eq!(app.focus, Pane::Threads);
+    app.key("down");
+    assert!(render(&mut app, 120, 40).contains("thread 101 db-pool-0"));
+    app.key("char:?");
+    assert!(render(&mut app, 120, 40).contains("Help"));
+    app.key("char:x"); // any key closes help
+    assert!(!app.show_help);
+    assert_eq!(app.key("char:s"), Action::Save);
+    app.key("char:q");
+    assert!(app.quit);
+}
+
+#[test]
+fn cycles_and_findings_are_marked_and_findings_stay_listed() {
+    let tasks = vec![task("0xa", "ping", &["0xb"], &["0xb"], "task"), task("0xb", "pong", &["0xa"], &["0xa"], "task")];
+    let f = Finding {
+        kind: "await-cycle".into(),
+        severity: "critical".into(),
+        summary: "tasks await each other in a cycle and can never finish: ping → pong → ping".into(),
+        threads: vec![100],
+        tasks: vec!["0xa".into(), "0xb".into()],
+        locks: vec![LockRef { kind: "asyncio.Lock".into(), address: "0x77".into(), name: Some("lock_a".into()) }],
+        evidence: vec![Evidence { actor: "task 0xa".into(), note: "awaits 0xb".into(), frames: vec![] }],
+    };
+    let mut app = App::new(100, false);
+    app.update(snapshot(tasks.clone(), vec![thread(100, "MainThread", false)]), vec![f], None);
+    let s = render(&mut app, 140, 40);
+    assert!(s.contains("↺ CYCLE"), "{s}");
+    assert!(s.contains("⚠"), "{s}");
+    assert!(s.contains("Findings (1)") && s.contains("await-cycle"), "{s}");
+    // A later refresh without the finding keeps it listed.
+    app.update(snapshot(tasks, vec![thread(100, "MainThread", false)]), vec![], None);
+    assert!(render(&mut app, 140, 40).contains("Findings (1)"));
+}
+
+#[test]
+fn hostile_names_never_reach_the_terminal_raw() {
+    let mut t = task("0x1", "evil\x1b[31mred\nline\u{202e}", &[], &[], "sleep");
+    t.coroutine_stack = vec![frame("f\x07n", "/tmp/\x1b]0;pwned\x07.py", 1)];
+    let mut th = thread(100, "thr\x1b[2J", false);
+    th.frames = vec![frame("g\x1b", "/x\n.py", 2)];
+    let mut app = App::new(100, false);
+    app.update(snapshot(vec![t], vec![th]), vec![], None);
+    let s = render(&mut app, 140, 40);
+    assert!(!s.chars().any(|c| c == '\x1b' || c == '\x07' || c == '\u{202e}'), "{s}");
+    assert!(s.contains("evil\\x1b[31mred\\nline"), "{s}");
+}
+
+#[test]
+fn empty_process_and_free_threaded_without_gil() {
+    let mut app = App::new(100, false);
+    let s = render(&mut app, 100, 30);
+    assert!(s.contains("waiting for the first snapshot"), "{s}");
+    let mut snap = snapshot(vec![], vec![thread(100, "MainThread", false)]);
+    snap.python.free_threaded = true;
+    snap.python.gil_enabled = false;
+    app.update(snap, vec![], None);
+    let s = render(&mut app, 100, 30);
+    assert!(s.contains("(no pending asyncio tasks)") && s.contains("free-threaded: no GIL"), "{s}");
+}
+
+#[test]
+fn too_small_terminal_says_so() {
+    let mut app = demo_app();
+    let s = render(&mut app, 40, 10);
+    assert!(s.contains("Terminal too small"), "{s}");
+}
+
+#[test]
+fn ten_thousand_tasks_render_only_the_visible_window() {
+    let mut tasks = vec![task("0x0", "root", &[], &[], "gather")];
+    let kids: Vec<String> = (1..=10_000).map(|i| format!("0x{i:x}")).collect();
+    tasks[0].awaiting = kids.clone();
+    for (i, k) in kids.iter().enumerate() {
+        tasks.push(task(k, &format!("leaf-{}", i + 1), &[], &["0x0"], "event"));
+    }
+    let mut app = App::new(100, false);
+    app.update(snapshot(tasks, vec![thread(100, "MainThread", false)]), vec![], None);
+    assert_eq!(app.rows.len(), 10_001);
+    let t = std::time::Instant::now();
+    app.key("end");
+    let s = render(&mut app, 120, 40);
+    assert!(s.contains("leaf-10000"), "{s}");
+    assert!(!s.contains("leaf-1 "), "only the window near the cursor is drawn");
+    for _ in 0..50 {
+        app.key("pageup");
+        render(&mut app, 120, 40);
+    }
+    assert!(t.elapsed().as_secs_f64() < 5.0, "scrolling 10k rows must stay cheap: {:?}", t.elapsed());
+}
