@@ -9,7 +9,7 @@ use std::sync::Arc;
 /// Largest line table we accept (CPython's biggest stdlib functions need a few KiB).
 const MAX_LINETABLE: u64 = 1 << 20;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CodeInfo {
     pub name: Arc<str>,
     pub qualname: Option<Arc<str>>,
@@ -21,6 +21,8 @@ pub struct CodeInfo {
     /// 3.11+: number of locals+cells+frees; the value stack starts right after them.
     pub nlocalsplus: Option<i64>,
     pub stacksize: Option<i64>,
+    /// Recently asked (address, line) pairs: thousands of tasks suspend at the same few places.
+    memo: std::sync::Mutex<Vec<(i64, Option<i64>)>>,
 }
 
 impl CodeInfo {
@@ -35,7 +37,19 @@ impl CodeInfo {
 
     /// Line for a byte offset (3.8–3.10) or code-unit index (3.11+).
     pub fn line(&self, addr: i64) -> Option<i64> {
-        linetable::line_for(self.kind, &self.linetable, self.firstlineno, addr)
+        if let Ok(m) = self.memo.lock() {
+            if let Some((_, l)) = m.iter().find(|(a, _)| *a == addr) {
+                return *l;
+            }
+        }
+        let l = linetable::line_for(self.kind, &self.linetable, self.firstlineno, addr);
+        if let Ok(mut m) = self.memo.lock() {
+            if m.len() >= 8 {
+                m.remove(0);
+            }
+            m.push((addr, l));
+        }
+        l
     }
 }
 
@@ -88,6 +102,7 @@ impl PyProcess {
             firsttraceable,
             nlocalsplus: o.code_nlocalsplus.map(|f| b.i32_at(f) as i64).filter(|n| (0..1 << 16).contains(n)),
             stacksize: o.code_stacksize.map(|f| b.i32_at(f) as i64).filter(|n| (0..1 << 16).contains(n)),
+            memo: std::sync::Mutex::new(Vec::new()),
         })
     }
 }
