@@ -10,7 +10,15 @@ use serde_json::json;
 pub fn ps(pid: i32, as_json: bool, blocking: bool) -> Result<Output> {
     let snap = take_snapshot(pid, blocking)?;
     if !as_json {
-        return Ok(Output::Text(tasks::ps_text(&snap)));
+        let text = tasks::ps_text(&snap);
+        // At a terminal the 180-column table is cut to the window; pipes get full rows.
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            if let Ok((w, _)) = ratatui::crossterm::terminal::size() {
+                return Ok(Output::Text(tasks::fit_width(&text, w as usize)));
+            }
+        }
+        return Ok(Output::Text(text));
     }
     let rows: Vec<_> = tasks::ps_rows(&snap)
         .into_iter()

@@ -99,3 +99,31 @@ fn render_node(o: &mut String, root: &TreeNode) {
         }
     }
 }
+
+/// Cut every line to `width` columns (counted in chars), marking cut lines with "…". Used when
+/// printing wide tables to a terminal; pipes get the full lines.
+pub fn fit_width(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let n = line.chars().count();
+        if width > 1 && n > width {
+            out.extend(line.chars().take(width - 1));
+            out.push('…');
+        } else {
+            out.push_str(line.trim_end());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_width;
+
+    #[test]
+    fn fit_width_cuts_long_lines_only() {
+        assert_eq!(fit_width("abcdef\nab\n", 4), "abc…\nab\n");
+        assert_eq!(fit_width("wörker-名前x", 8), "wörker-…\n");
+    }
+}
