@@ -9,7 +9,8 @@ pub fn escape(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            '\\' => out.push('\\'),
+            // A literal backslash is doubled so "\\x1b" in a name cannot pass for an escaped ESC.
+            '\\' => out.push_str("\\\\"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
             c if c.is_control() || is_invisible_format(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
@@ -32,5 +33,7 @@ mod tests {
         assert_eq!(escape("wörker-ü 名前"), "wörker-ü 名前");
         assert_eq!(escape("a\u{202e}b\u{9b}c\x7f"), "a\\u{202e}b\\u{9b}c\\x7f");
         assert!(!escape("\x07\x08\x00").chars().any(|c| c.is_control()));
+        assert_eq!(escape("a\\x1b"), "a\\\\x1b");
+        assert_ne!(escape("\\x1b"), escape("\x1b"));
     }
 }
