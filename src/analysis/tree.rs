@@ -109,7 +109,10 @@ pub fn build(tasks: &[TaskSnap]) -> TaskTree {
     let mut drawn: HashSet<String> = HashSet::default();
     let mut roots = Vec::new();
     let mut deferred: Vec<&TaskSnap> = Vec::new();
-    for t in tasks.iter().filter(|t| !has_parent.contains(t.id.as_str())) {
+    // Roots in a stable, readable order (task registries are hash sets: their order means nothing).
+    let mut root_tasks: Vec<&TaskSnap> = tasks.iter().filter(|t| !has_parent.contains(t.id.as_str())).collect();
+    root_tasks.sort_by(|a, b| (a.thread, &a.name, &a.id).cmp(&(b.thread, &b.name, &b.id)));
+    for t in root_tasks {
         roots.push(draw(t, &by_id, &mut drawn, &mut deferred));
         while let Some(d) = deferred.pop() {
             roots.push(draw_again(d, &by_id, &mut drawn, &mut deferred));

@@ -64,7 +64,23 @@ pub fn run_demo(python: &str, json: bool) -> Result<super::Output> {
             Err(_) => continue,
         }
     }
-    let out = run(&DumpOptions { pid, json, blocking: false });
+    // At a terminal the demo opens the live view; piped (or with --json) it prints one dump.
+    use std::io::IsTerminal;
+    let interactive = !json && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    let out = if interactive {
+        crate::tui::runner::run(&crate::tui::runner::TopOptions { pid, rate: 100.0, refresh: 1.0, replay: None })
+    } else if json {
+        run(&DumpOptions { pid, json, blocking: false })
+    } else {
+        // Threads, then the task tree: the two views the demo is about.
+        match (run(&DumpOptions { pid, json, blocking: false }), super::tasks::pstree(pid, false, false)) {
+            (Ok(super::Output::Text(a)), Ok(super::Output::Text(b))) => {
+                Ok(super::Output::Text(format!("{a}\nasyncio tasks by awaited-by (taskspy pstree {pid}):\n{b}")))
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(a), _) => Ok(a),
+        }
+    };
     drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
     pause::check_interrupted()?;

@@ -44,5 +44,11 @@ pub fn dump_text(s: &Snapshot, cmdline: &str) -> String {
             let _ = writeln!(o, "    <stack unreadable: {}>", escape(e));
         }
     }
+    if !s.tasks.is_empty() {
+        let _ = writeln!(o, "\n{} pending asyncio task(s): `taskspy pstree {}` shows them as a tree", s.tasks.len(), s.pid);
+    }
+    for f in &s.findings {
+        let _ = writeln!(o, "\n[{}] {}: {}", f.severity.to_uppercase(), f.kind, escape(&f.summary));
+    }
     o
 }
