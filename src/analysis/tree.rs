@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn long_chain_does_not_overflow() {
-        let n = 200_000;
+        let n = 100_000;
         let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
         let tasks: Vec<TaskSnap> = (0..n)
             .map(|i| {
