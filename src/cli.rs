@@ -1,7 +1,9 @@
-//! Command-line definition (clap). Kept apart from dispatch so completions and the man page can be
-//! generated from the same definition later.
+//! Command-line definition (clap). Kept apart from dispatch: shell completions (`taskspy completions`)
+//! and the man page (`taskspy man`) are generated from this same definition.
 
 use clap::{Args, Parser, Subcommand};
+use taskspy::commands::color::ColorWhen;
+use taskspy::commands::completions::Shell;
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -20,6 +22,9 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "taskspy", version, about = "Show what a running CPython process is doing: every thread's stack, read from memory.", after_help = EXIT_CODES)]
 pub struct Cli {
+    /// When to colour text output.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +52,17 @@ pub enum Command {
     /// Start a bundled example service with the machine's python3, attach to it and dump it.
     #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
+    /// Print a shell completion script (e.g. `taskspy completions bash > /etc/bash_completion.d/taskspy`).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `taskspy man > ~/.local/share/man/man1/taskspy.1`.
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: Shell,
 }
 
 #[derive(Args, Debug)]

@@ -3,9 +3,9 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::io::Write;
-use taskspy::commands::{deadlocks, demo, dump, gil, tasks};
+use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, tasks};
 use taskspy::error::exit;
 
 fn main() {
@@ -32,6 +32,15 @@ fn main() {
             replay: a.replay.clone(),
         }),
         cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
+        cli::Command::Completions(a) => completions::completions(cli::Cli::command(), a.shell),
+        cli::Command::Man => manpage::man_page(cli::Cli::command()),
+    };
+    // Colour is added after rendering, only to `dump`-style text and only when wanted
+    // (`--color`, NO_COLOR, stdout a terminal): piped output never contains escape sequences.
+    let colorable = matches!(cli.command, cli::Command::Dump(_) | cli::Command::Demo(_));
+    let result = match result {
+        Ok(out) if colorable && color::enabled_for_stdout(cli.color) => Ok(color::colorize_output(out)),
+        other => other,
     };
     match result {
         Ok(out) => {

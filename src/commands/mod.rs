@@ -1,10 +1,13 @@
 //! Subcommand implementations: each turns parsed arguments into output using the pipeline.
 //! They return `Result` and never exit the process themselves.
 
+pub mod color;
+pub mod completions;
 pub mod deadlocks;
 pub mod demo;
 pub mod dump;
 pub mod gil;
+pub mod manpage;
 pub mod tasks;
 
 use crate::snapshot::Snapshot;
