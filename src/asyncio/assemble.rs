@@ -80,13 +80,23 @@ impl Asyncio<'_> {
         }
 
         let mut out = Vec::with_capacity(raw.len());
+        let mut loops = loops;
         for t in &raw {
-            let thread = loops.get(&t.loop_addr).copied().flatten().or_else(|| {
-                // A loop that is not running right now still remembers its thread (BaseEventLoop._thread_id).
-                let tid_obj = py.getattr(t.loop_addr, "_thread_id").ok().flatten()?;
-                let ident = py.read_long(tid_obj).ok()? as u64;
-                idents.get(&ident).copied().flatten()
-            });
+            let thread = match loops.get(&t.loop_addr) {
+                Some(t) => *t,
+                None => {
+                    // A loop that is not running right now still remembers its thread
+                    // (BaseEventLoop._thread_id); looked up once per loop.
+                    let tid = py
+                        .getattr(t.loop_addr, "_thread_id")
+                        .ok()
+                        .flatten()
+                        .and_then(|o| py.read_long(o).ok())
+                        .and_then(|ident| idents.get(&(ident as u64)).copied().flatten());
+                    loops.insert(t.loop_addr, tid);
+                    tid
+                }
+            };
             out.push(TaskSnap {
                 id: hex(t.addr),
                 name: t.name.clone(),

@@ -81,7 +81,8 @@ impl Asyncio<'_> {
             fut_waiter: (waiter != 0).then_some(waiter),
             coro,
             chain,
-            callbacks: self.future_callbacks(addr).unwrap_or_default(),
+            // Callbacks only serve to infer TaskGroup parents where CPython does not record awaited_by.
+            callbacks: if awaited_by.is_none() { self.future_callbacks(addr).unwrap_or_default() } else { Vec::new() },
             awaited_by,
             python_task: false,
         })
