@@ -44,10 +44,15 @@ fn main() {
     };
     match result {
         Ok(out) => {
-            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            // Write through a large buffer straight to fd 1: std's stdout is line-buffered, which
+            // costs a newline scan per write on multi-megabyte JSON documents.
+            let stdout_lock = std::io::stdout().lock();
+            let raw = raw_stdout();
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 18, &*raw);
             // A closed pipe (e.g. `| head`) is not an error worth a message.
             let _ = out.write_to(&mut stdout);
             drop(stdout);
+            drop(stdout_lock);
             std::process::exit(if out.exit_code() != 0 { out.exit_code() } else { exit::OK });
         }
         Err(e) => {
@@ -55,4 +60,11 @@ fn main() {
             std::process::exit(e.exit_code());
         }
     }
+}
+
+/// fd 1 as a `File` that is never closed by Rust.
+fn raw_stdout() -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop keeps us from closing it.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) })
 }

@@ -9,8 +9,25 @@ use crate::runtime::threads::{InterpInfo, ThreadRecord};
 use crate::snapshot::{TaskSnap, WaitingOn};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
+/// "0x…" without going through the formatting machinery (called for every task and edge).
 pub fn hex(addr: u64) -> String {
-    format!("0x{addr:x}")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 18];
+    let mut i = buf.len();
+    let mut v = addr;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    i -= 1;
+    buf[i] = b'x';
+    i -= 1;
+    buf[i] = b'0';
+    String::from_utf8_lossy(&buf[i..]).into_owned()
 }
 
 impl Asyncio<'_> {
@@ -170,16 +187,17 @@ impl Asyncio<'_> {
         let waited = t.fut_waiter.or(t.chain.awaited);
         let inner = t.chain.frames.first();
         let inner_self = t.chain.first_locals.first().copied().unwrap_or(0);
-        let self_type = if inner_self != 0 {
+        let func = inner.map(|f| f.function.rsplit('.').next().unwrap_or("")).unwrap_or("");
+        let file: &str = inner.map(|f| &*f.file).unwrap_or("");
+        let in_asyncio = |m: &str| file.ends_with(m) && file[..file.len() - m.len()].ends_with("asyncio/");
+        // The type of `self` only matters inside asyncio's own modules.
+        let self_type = if inner_self != 0 && (in_asyncio("locks.py") || in_asyncio("queues.py")) {
             py.ob_type(inner_self).ok().and_then(|ty| py.type_name(ty).ok()).unwrap_or_default()
         } else {
             String::new()
         };
-        let func = inner.map(|f| f.function.rsplit('.').next().unwrap_or("").to_string()).unwrap_or_default();
-        let file = inner.map(|f| f.file.replace('\\', "/")).unwrap_or_default();
-        let in_asyncio = |m: &str| file.ends_with(&format!("asyncio/{m}"));
         let primitive = if in_asyncio("locks.py") {
-            match (self_type.as_str(), func.as_str()) {
+            match (self_type.as_str(), func) {
                 ("Lock", _) => Some("lock"),
                 ("Event", _) => Some("event"),
                 ("Condition", _) => Some("condition"),
@@ -187,7 +205,7 @@ impl Asyncio<'_> {
                 (_, "acquire") => Some("lock"),
                 _ => None,
             }
-        } else if in_asyncio("queues.py") && matches!(func.as_str(), "get" | "put" | "join") {
+        } else if in_asyncio("queues.py") && matches!(func, "get" | "put" | "join") {
             Some("queue")
         } else if in_asyncio("tasks.py") && func == "sleep" {
             Some("sleep")

@@ -3,7 +3,7 @@
 
 use super::offsets::YieldFrom;
 use super::{Asyncio, ObjKind};
-use crate::attach::{MemError, MemResult};
+use crate::attach::{Buf, MemError, MemResult};
 use crate::runtime::frames::Frame;
 
 /// Longest await chain followed.
@@ -31,11 +31,18 @@ impl Asyncio<'_> {
         for _ in 0..MAX_CHAIN {
             match self.kind(obj) {
                 ObjKind::Coroutine | ObjKind::Generator => {
-                    let (frame, yf, running) = self.gen_frame(obj)?;
+                    let (frame, yf, running, first) = match self.off.gen_iframe {
+                        // 3.11+: the frame lives inside the coroutine: one read decodes it all.
+                        Some(_) => self.embedded_gen_frame(obj)?,
+                        None => {
+                            let (f, y, r) = self.gen_frame(obj)?;
+                            (f, y, r, self.first_local(obj).unwrap_or(0))
+                        }
+                    };
                     if let Some(f) = frame {
                         chain.frames.push(f);
                         chain.coroutines.push(obj);
-                        chain.first_locals.push(self.first_local(obj).unwrap_or(0));
+                        chain.first_locals.push(first);
                     }
                     chain.running |= running;
                     match yf {
@@ -149,6 +156,80 @@ impl Asyncio<'_> {
             _ => None,
         };
         Ok((frame, yf.filter(|x| *x != 0 && Some(*x) != py.types.none), executing))
+    }
+
+    /// 3.11+: decode a coroutine/generator and its embedded frame from one copy of the object:
+    /// (frame, awaited object, executing, first local).
+    fn embedded_gen_frame(&self, gen: u64) -> MemResult<(Option<Frame>, Option<u64>, bool, u64)> {
+        let py = self.py;
+        let o = &self.off;
+        let iframe_off = o.gen_iframe.unwrap_or(72);
+        let frame_size = match py.off.frame {
+            crate::runtime::offsets::FrameOffsets::Interp { size, .. } => size,
+            _ => 88,
+        };
+        // Most coroutine frames (header + locals + stack) fit in 512 bytes; fall back to the
+        // header alone near the end of a mapping.
+        let mut buf = [0u8; 512];
+        let min = (iframe_off + frame_size + 8) as usize;
+        let len = if py.mem().read(gen, &mut buf).is_ok() {
+            buf.len()
+        } else {
+            py.mem().read(gen, &mut buf[..min])?;
+            min
+        };
+        let b = &buf[..len];
+        let slot = |addr: u64| -> MemResult<u64> {
+            if addr >= gen && addr + 8 <= gen + len as u64 {
+                Ok(b.u64_at(addr - gen))
+            } else {
+                py.mem().read_u64(addr)
+            }
+        };
+        let state = b.u8_at(o.gen_frame_state.unwrap_or(67)) as i8;
+        if o.state_finished.contains(&state) || (o.state_finished.len() == 2 && state >= o.state_finished[0]) {
+            return Ok((None, None, false, 0));
+        }
+        let iframe = gen + iframe_off;
+        let fb = &b[iframe_off as usize..];
+        let (frame, _, _) = py.interp_frame_from_bytes(&fb[..(frame_size as usize).min(fb.len())])?;
+        let executing = state == 0 && py.version.minor <= 14 || (py.version.minor >= 15 && state == 4);
+        let tagged = py.version.at_least(3, 14) || py.free_threaded;
+        let first = {
+            let v = fb.u64_at(o.if_localsplus);
+            if tagged && v & 3 == 3 { 0 } else if tagged { v & !3 } else { v }
+        };
+        let yf = match o.yield_from {
+            YieldFrom::Resume { opcodes } if state == o.state_suspended => {
+                let ip = fb.u64_at(o.if_instr);
+                let next = py.mem().read_u16(ip + 2)?;
+                let (op, arg) = ((next & 0xff) as u8, (next >> 8) as u8);
+                let top = fb.i32_at(o.if_stack) as i64;
+                if opcodes.contains(&op) && arg >= 2 && (1..1 << 16).contains(&top) {
+                    Some(slot(iframe + o.if_localsplus + 8 * (top as u64 - 1))? & !1)
+                } else {
+                    None
+                }
+            }
+            YieldFrom::StateIndex if state == o.state_suspended => {
+                let top = fb.i32_at(o.if_stack) as i64;
+                if (1..1 << 16).contains(&top) {
+                    Some(slot(iframe + o.if_localsplus + 8 * (top as u64 - 1))? & !1)
+                } else {
+                    None
+                }
+            }
+            YieldFrom::StatePointer { depth } if state == o.state_suspended => {
+                let sp = fb.u64_at(o.if_stack);
+                if sp < iframe || sp - iframe > 1 << 20 {
+                    return Err(MemError::Unmapped(sp));
+                }
+                let v = slot(sp - 8 * depth)?;
+                if v & 3 == 3 { None } else { Some(v & !3) }
+            }
+            _ => None,
+        };
+        Ok((frame, yf.filter(|x| *x != 0 && Some(*x) != py.types.none), executing, first))
     }
 
     /// 3.11–3.13: `localsplus[stacktop - n]` (stacktop is an index).

@@ -72,15 +72,20 @@ impl PyProcess {
 
     /// As `interp_frame`, also returning the code object address.
     pub fn interp_frame_code(&self, addr: u64) -> MemResult<(Option<Frame>, u64, u64)> {
-        let FrameOffsets::Interp { code, previous, instr, owner, tagged, ref skip_owners, generator_owner, tlbc_index, size, .. } =
+        let FrameOffsets::Interp { size, .. } = self.off.frame else { unreachable!() };
+        let mut buf = [0u8; 128];
+        let n = (size as usize).min(128);
+        self.mem().read(addr, &mut buf[..n])?;
+        self.interp_frame_from_bytes(&buf[..n])
+    }
+
+    /// Decode an interpreter frame already copied from the target (e.g. embedded in a coroutine).
+    pub fn interp_frame_from_bytes(&self, b: &[u8]) -> MemResult<(Option<Frame>, u64, u64)> {
+        let FrameOffsets::Interp { code, previous, instr, owner, tagged, ref skip_owners, generator_owner, tlbc_index, .. } =
             self.off.frame
         else {
             unreachable!()
         };
-        let mut buf = [0u8; 128];
-        let n = (size as usize).min(128);
-        self.mem().read(addr, &mut buf[..n])?;
-        let b = &buf[..n];
         let prev = b.u64_at(previous);
         let own = b.u8_at(owner);
         if skip_owners.contains(&own) {
