@@ -83,7 +83,8 @@ pub fn scan_version_string(data: &[u8], major: u32, minor: u32) -> Option<PyVers
             if let Some(v) = parse_version_prefix(&s) {
                 // The formatted sys.version is followed by " (" — that rules out paths like "3.8.18/lib".
                 let vs = v.to_string();
-                if s[vs.len()..].starts_with(" (") || s[vs.len()..].starts_with("+ (") {
+                let rest = s.get(vs.len()..).unwrap_or("");
+                if rest.starts_with(" (") || rest.starts_with("+ (") {
                     return Some(v);
                 }
             }
