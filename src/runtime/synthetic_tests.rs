@@ -282,3 +282,40 @@ fn cyclic_thread_list_is_an_error() {
     assert!(matches!(snapshot::capture(&py), Err(crate::error::Error::Inconsistent(_))));
     let _ = b.interp;
 }
+
+/// Garbage everywhere: random bytes behind every pointer must give errors, never a panic or hang.
+#[test]
+fn random_memory_never_panics() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..40 {
+        let mut img = Image::new();
+        let base = img.alloc(64 * 1024);
+        let mut bytes = vec![0u8; 64 * 1024];
+        for chunk in bytes.chunks_mut(8) {
+            // Mix plausible pointers into the region with raw noise.
+            let v = if next() % 3 == 0 { base + (next() % (64 * 1024 - 64)) } else { next() };
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        img.mem.write(base, &bytes);
+        let py = reader(img, base + (round * 8) % 4096);
+        let _ = snapshot::capture(&py);
+        for _ in 0..200 {
+            let a = base + next() % (64 * 1024);
+            let _ = py.walk_frames(a);
+            let _ = py.read_str(a);
+            let _ = py.dict_items(a);
+            let _ = py.read_long(a);
+            let _ = py.instance_attrs(a);
+            let aio = crate::asyncio::Asyncio::new(&py);
+            let _ = aio.await_chain(a);
+            let _ = aio.read_task(a);
+            let _ = aio.set_members(a);
+        }
+    }
+}
