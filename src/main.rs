@@ -26,6 +26,7 @@ fn main() {
         cli::Command::Deadlocks(a) => deadlocks::run(&deadlocks::DeadlockOptions { pid: a.target.pid(), duration: a.duration, threshold: a.threshold, json: a.json }),
         cli::Command::Gil(a) => gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json }),
         cli::Command::Top(a) => taskspy::tui::runner::run(&taskspy::tui::runner::TopOptions {
+            color: color::enabled_for_stdout(cli.color),
             pid: a.pid.or(a.pid_flag).unwrap_or(0),
             rate: a.rate,
             refresh: a.refresh,

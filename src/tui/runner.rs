@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct TopOptions {
+    /// Draw with colours (false with `--color never` or `NO_COLOR`).
+    pub color: bool,
     pub pid: i32,
     pub rate: f64,
     pub refresh: f64,
@@ -87,6 +89,7 @@ pub fn run(opts: &TopOptions) -> Result<crate::commands::Output> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::other(format!("reading {path}: {e}")))?;
         let snap: Snapshot = serde_json::from_str(&text).map_err(|e| Error::other(format!("{path} is not a taskspy snapshot: {e}")))?;
         app = App::new(snap.pid, true);
+        app.color = opts.color;
         let findings: Vec<Finding> = snap.findings.clone();
         app.update(snap, findings, None);
         rx = None;
@@ -95,6 +98,7 @@ pub fn run(opts: &TopOptions) -> Result<crate::commands::Output> {
         // First snapshot before touching the terminal, so attach errors print normally.
         let first = snapshot::capture(&py)?;
         app = App::new(opts.pid, false);
+        app.color = opts.color;
         app.update(first, vec![], None);
         let (tx, r) = channel();
         let stop2 = stop.clone();

@@ -64,6 +64,8 @@ pub struct App {
     pub replay: bool,
     pub quit: bool,
     pub refresh_cost_ms: f64,
+    /// Colours on (modifiers such as reverse video for the selection are kept either way).
+    pub color: bool,
     roots: Vec<TreeNode>,
     cycles: Vec<Vec<String>>,
 }
@@ -102,6 +104,7 @@ impl App {
             replay,
             quit: false,
             refresh_cost_ms: 0.0,
+            color: true,
             roots: vec![],
             cycles: vec![],
         }

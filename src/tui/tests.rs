@@ -229,3 +229,16 @@ fn ten_thousand_tasks_render_only_the_visible_window() {
     }
     assert!(t.elapsed().as_secs_f64() < 5.0, "scrolling 10k rows must stay cheap: {:?}", t.elapsed());
 }
+
+#[test]
+fn no_color_mode_draws_without_colours() {
+    let mut app = demo_app();
+    app.color = false;
+    let mut term = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    term.draw(|f| view::draw(f, &mut app)).unwrap();
+    let buf = term.backend().buffer();
+    assert!(buf.content().iter().all(|c| c.fg == ratatui::style::Color::Reset && c.bg == ratatui::style::Color::Reset));
+    app.color = true;
+    term.draw(|f| view::draw(f, &mut app)).unwrap();
+    assert!(term.backend().buffer().content().iter().any(|c| c.fg != ratatui::style::Color::Reset), "colour mode must colour something");
+}

@@ -48,6 +48,18 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     if app.show_help {
         help(f, area);
     }
+    if !app.color {
+        // NO_COLOR / --color never: strip colours, keep bold/reverse so the selection stays visible.
+        let buf = f.buffer_mut();
+        let area = buf.area;
+        for y in area.top()..area.bottom() {
+            for x in area.left()..area.right() {
+                let c = &mut buf[(x, y)];
+                c.set_fg(Color::Reset);
+                c.set_bg(Color::Reset);
+            }
+        }
+    }
 }
 
 fn header(f: &mut Frame, app: &App, area: Rect) {
