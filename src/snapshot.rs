@@ -204,7 +204,11 @@ fn capture_once(py: &PyProcess, tolerate: bool) -> std::result::Result<Snapshot,
             Ok(t) => tasks.extend(t),
             Err(e @ (MemError::Exited | MemError::Permission)) => return Err(e),
             Err(e) if !tolerate => return Err(e),
-            Err(_) => {}
+            Err(e) => {
+                if std::env::var_os("TASKSPY_DEBUG").is_some() {
+                    eprintln!("debug: tasks of interpreter {}: {e}", interp.id);
+                }
+            }
         }
         interp_snaps.push(InterpSnap {
             id: interp.id,

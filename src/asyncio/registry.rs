@@ -43,6 +43,17 @@ impl Asyncio<'_> {
                     }
                 }
             }
+            // Pure-Python tasks (no `_asyncio`) register in asyncio.tasks' own sets.
+            if let Some(tasks_mod) = py.find_module(interp.addr, "asyncio.tasks")? {
+                let md = py.module_dict(tasks_mod)?;
+                for (name, weak) in [("_scheduled_tasks", true), ("_eager_tasks", false)] {
+                    let Some(obj) = py.dict_get(md, name)? else { continue };
+                    let members = if weak { self.weakset_members(obj) } else { self.set_members(obj) };
+                    for t in members.unwrap_or_default() {
+                        add(t, &mut out);
+                    }
+                }
+            }
             return Ok(out);
         }
         let Some(tasks_mod) = py.find_module(interp.addr, "asyncio.tasks")? else { return Ok(out) };

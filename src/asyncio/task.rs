@@ -92,10 +92,14 @@ impl Asyncio<'_> {
     fn read_py_task(&self, addr: u64) -> MemResult<RawTask> {
         let py = self.py;
         let attr = |n: &str| py.getattr(addr, n).ok().flatten().unwrap_or(0);
-        let state = match py.read_str(attr("_state")).as_deref() {
-            Ok("PENDING") => FutState::Pending,
+        // `_state` is a class attribute ("PENDING") until the future completes.
+        let state_obj = attr("_state");
+        let state = match py.read_str(state_obj).as_deref() {
             Ok("CANCELLED") => FutState::Cancelled,
-            _ => FutState::Finished,
+            Ok("FINISHED") => FutState::Finished,
+            Ok(_) => FutState::Pending,
+            Err(_) if state_obj == 0 => FutState::Pending,
+            Err(_) => FutState::Finished,
         };
         let coro = attr("_coro");
         let waiter = attr("_fut_waiter");
