@@ -837,3 +837,31 @@ fn spawn_sleep() -> Result<ChildGuard, String> {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// An unprivileged user reading root's Python process gets the permission error (exit 5) with the
+/// advice to run as root / grant CAP_SYS_PTRACE / check ptrace_scope.
+#[test]
+fn permission_denied_is_one_line_with_advice() {
+    let python = ["/root/.pyenv/versions/3.12.1/bin/python3", "/usr/bin/python3"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let (Some(python), true) = (python, std::path::Path::new("/usr/bin/setpriv").exists()) else {
+        note("SKIP permission test: needs /usr/bin/setpriv and a python3");
+        return;
+    };
+    // The binary must be readable and executable by "nobody": copy it out of the build tree.
+    let copy = std::env::temp_dir().join(format!("taskspy-perm-{}", std::process::id()));
+    std::fs::copy(taskspy(), &copy).expect("copy taskspy");
+    let _ = std::process::Command::new("chmod").arg("755").arg(&copy).status();
+    let child = std::process::Command::new(python)
+        .args(["-c", "import time; time.sleep(60)"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn python");
+    let guard = ChildGuard::from_child(child);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&copy).args(["dump", &guard.pid.to_string()]);
+    let out = run(cmd, Duration::from_secs(20));
+    let _ = std::fs::remove_file(&copy);
+    let problems = expect_one_line_error(&out, 5, &["permission denied", "root", "CAP_SYS_PTRACE", "ptrace_scope"]);
+    assert!(problems.is_empty(), "{problems:?}\nstderr: {}", out.stderr);
+}
