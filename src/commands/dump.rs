@@ -1,4 +1,5 @@
 //! `taskspy dump`: attach, capture one snapshot (optionally with the target paused), print it.
+//! Also the shared snapshot helpers other commands start from.
 
 use crate::attach::{self, pause};
 use crate::error::Result;

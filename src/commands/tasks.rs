@@ -1,4 +1,5 @@
 //! `taskspy ps` and `taskspy pstree`: asyncio task table and awaited-by tree, text or JSON.
+//! Rendering lives in render::tasks; this module only wires snapshot → view → output.
 
 use super::dump::take_snapshot;
 use crate::analysis::tree;

@@ -1,4 +1,5 @@
 //! Tests over tiny object files compiled by gcc (skipped when gcc is missing).
+//! They pin the DWARF walking: nested paths, anonymous members, bitfields, enums.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
