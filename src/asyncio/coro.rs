@@ -29,11 +29,20 @@ impl Asyncio<'_> {
         let mut chain = AwaitChain::default();
         let mut obj = coro;
         for _ in 0..MAX_CHAIN {
-            match self.kind(obj) {
+            // 3.11+: one copy of the object serves its type, its state and its embedded frame.
+            let mut buf = [0u8; 512];
+            let mut len = 0usize;
+            let kind = if self.off.gen_iframe.is_some() {
+                len = self.read_object(obj, &mut buf)?;
+                self.kind_of_type(buf[..len].u64_at(self.py.off.ob_type))
+            } else {
+                self.kind(obj)
+            };
+            match kind {
                 ObjKind::Coroutine | ObjKind::Generator => {
                     let (frame, yf, running, first) = match self.off.gen_iframe {
                         // 3.11+: the frame lives inside the coroutine: one read decodes it all.
-                        Some(_) => self.embedded_gen_frame(obj)?,
+                        Some(_) => self.embedded_gen_frame(obj, &buf[..len])?,
                         None => {
                             let (f, y, r) = self.gen_frame(obj)?;
                             (f, y, r, self.first_local(obj).unwrap_or(0))
@@ -51,7 +60,7 @@ impl Asyncio<'_> {
                     }
                 }
                 ObjKind::FutureIter => {
-                    let fut = self.py.mem().read_u64(obj + self.off.futureiter_future)?;
+                    let fut = if len > 0 { buf[..len].u64_at(self.off.futureiter_future) } else { self.py.mem().read_u64(obj + self.off.futureiter_future)? };
                     chain.awaited = (fut != 0).then_some(fut);
                     break;
                 }
@@ -160,7 +169,26 @@ impl Asyncio<'_> {
 
     /// 3.11+: decode a coroutine/generator and its embedded frame from one copy of the object:
     /// (frame, awaited object, executing, first local).
-    fn embedded_gen_frame(&self, gen: u64) -> MemResult<(Option<Frame>, Option<u64>, bool, u64)> {
+    /// Copy up to 512 bytes of an object: most coroutine frames (header, locals, stack) fit;
+    /// near the end of a mapping fall back to the fixed header.
+    fn read_object(&self, obj: u64, buf: &mut [u8; 512]) -> MemResult<usize> {
+        let iframe_off = self.off.gen_iframe.unwrap_or(72);
+        let frame_size = match self.py.off.frame {
+            crate::runtime::offsets::FrameOffsets::Interp { size, .. } => size,
+            _ => 88,
+        };
+        if self.py.mem().read(obj, buf).is_ok() {
+            return Ok(buf.len());
+        }
+        let min = ((iframe_off + frame_size + 8) as usize).min(buf.len());
+        if self.py.mem().read(obj, &mut buf[..min]).is_ok() {
+            return Ok(min);
+        }
+        self.py.mem().read(obj, &mut buf[..32])?;
+        Ok(32)
+    }
+
+    fn embedded_gen_frame(&self, gen: u64, b: &[u8]) -> MemResult<(Option<Frame>, Option<u64>, bool, u64)> {
         let py = self.py;
         let o = &self.off;
         let iframe_off = o.gen_iframe.unwrap_or(72);
@@ -168,17 +196,10 @@ impl Asyncio<'_> {
             crate::runtime::offsets::FrameOffsets::Interp { size, .. } => size,
             _ => 88,
         };
-        // Most coroutine frames (header + locals + stack) fit in 512 bytes; fall back to the
-        // header alone near the end of a mapping.
-        let mut buf = [0u8; 512];
-        let min = (iframe_off + frame_size + 8) as usize;
-        let len = if py.mem().read(gen, &mut buf).is_ok() {
-            buf.len()
-        } else {
-            py.mem().read(gen, &mut buf[..min])?;
-            min
-        };
-        let b = &buf[..len];
+        if b.len() < (iframe_off + frame_size) as usize {
+            return Err(MemError::Unmapped(gen));
+        }
+        let len = b.len();
         let slot = |addr: u64| -> MemResult<u64> {
             if addr >= gen && addr + 8 <= gen + len as u64 {
                 Ok(b.u64_at(addr - gen))

@@ -10,7 +10,7 @@ pub mod waits;
 
 use crate::runtime::PyProcess;
 use offsets::{AsyncioDebug, AsyncioOffsets};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Mutex;
 
 /// asyncio reader bound to one `PyProcess`.
@@ -46,12 +46,20 @@ impl<'a> Asyncio<'a> {
             .and_then(|a| py.mem().read_vec(a, 104).ok())
             .and_then(|b| AsyncioDebug::parse(&b));
         let off = AsyncioOffsets::resolve(py.version, py.free_threaded, py.layout.as_ref(), debug, py.debug_offsets.as_ref());
-        Asyncio { py, off, kinds: Mutex::new(HashMap::new()) }
+        Asyncio { py, off, kinds: Mutex::new(HashMap::default()) }
     }
 
     /// Classify an object by its type (and its MRO for subclasses).
     pub fn kind(&self, obj: u64) -> ObjKind {
         let Ok(ty) = self.py.ob_type(obj) else { return ObjKind::Other };
+        self.kind_of_type(ty)
+    }
+
+    /// Classify a type address (cached per type).
+    pub fn kind_of_type(&self, ty: u64) -> ObjKind {
+        if ty == 0 {
+            return ObjKind::Other;
+        }
         if let Some(k) = self.kinds.lock().unwrap().get(&ty) {
             return *k;
         }

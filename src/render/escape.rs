@@ -3,6 +3,10 @@
 
 /// Escape control characters (C0, DEL, C1) and invisible bidi/format characters.
 pub fn escape(s: &str) -> String {
+    // Fast path: printable ASCII without backslashes needs no work (almost every name and path).
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+        return s.to_string();
+    }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
