@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+
 const PAGE: u64 = 4096;
 const SPAN_PAGES: u64 = 4;
 /// Reads larger than this go straight to the target.
@@ -13,7 +14,7 @@ const DIRECT_READ: usize = 64 * 1024;
 /// Bound on cached bytes; the cache is simply emptied when full.
 const MAX_PAGES: usize = 8192; // 32 MiB
 
-type Page = Option<Arc<[u8]>>;
+type Page = Option<Box<[u8]>>;
 
 type PageMap = HashMap<u64, Page, rustc_hash::FxBuildHasher>;
 
@@ -53,20 +54,27 @@ impl CachedMemory {
         if map.len() >= MAX_PAGES {
             map.clear();
         }
-        // Try the aligned span around the page first, then the page alone.
+        // Try the aligned span around the page first (one system call, one buffer per page, no
+        // extra copy), then the page alone.
         let span_start = page & !(PAGE * SPAN_PAGES - 1);
-        let mut buf = vec![0u8; (PAGE * SPAN_PAGES) as usize];
-        if self.inner.read(span_start, &mut buf).is_ok() {
-            for i in 0..SPAN_PAGES {
-                let p = span_start + i * PAGE;
-                let slice: Arc<[u8]> = Arc::from(&buf[(i * PAGE) as usize..((i + 1) * PAGE) as usize]);
-                map.entry(p).or_insert(Some(slice));
+        let mut bufs: Vec<Vec<u8>> = (0..SPAN_PAGES).map(|_| vec![0u8; PAGE as usize]).collect();
+        let ok = {
+            let mut reqs: Vec<(u64, &mut [u8])> =
+                bufs.iter_mut().enumerate().map(|(i, b)| (span_start + i as u64 * PAGE, &mut b[..])).collect();
+            let res = self.inner.read_many(&mut reqs);
+            res.iter().map(|r| r.is_ok()).collect::<Vec<bool>>()
+        };
+        let mut got_page = false;
+        for (i, b) in bufs.into_iter().enumerate() {
+            let p = span_start + i as u64 * PAGE;
+            if ok[i] {
+                got_page |= p == page;
+                map.entry(p).or_insert(Some(b.into_boxed_slice()));
             }
-            return;
         }
-        let mut one = vec![0u8; PAGE as usize];
-        let v = self.inner.read(page, &mut one).ok().map(|_| Arc::from(one.into_boxed_slice()));
-        map.insert(page, v);
+        if !got_page {
+            map.insert(page, None);
+        }
     }
 }
 
