@@ -81,7 +81,7 @@ impl Asyncio<'_> {
             if node == 0 || out.len() >= MAX_TASKS || !seen.insert(node) {
                 return Err(MemError::Other("task list is corrupt or changing".into()));
             }
-            out.push(node - node_off);
+            out.push(node.wrapping_sub(node_off));
             node = mem.read_u64(node)?;
         }
         Ok(out)

@@ -50,7 +50,7 @@ impl Asyncio<'_> {
                 }
                 let Ok(values) = self.coro_stack_values(*coro) else { continue };
                 for v in values {
-                    let Some((k, obj)) = py.lock_of(v) else { continue };
+                    let Some((k, obj)) = py.lock_held_by_with(v) else { continue };
                     if k.is_thread() {
                         continue;
                     }

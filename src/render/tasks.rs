@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 fn stack_names(t: &TaskSnap) -> String {
-    t.coroutine_stack.iter().map(|f| escape(&f.function)).collect::<Vec<_>>().join(" -> ")
+    t.coroutine_stack.iter().map(|f| &*f.function).collect::<Vec<_>>().join(" -> ")
 }
 
-/// One row per (task, awaiter), like CPython 3.14's `asyncio ps`.
+/// One row per (task, awaiter), like CPython 3.14's `asyncio ps`. Values are exact (for JSON);
+/// `ps_text` escapes them for the terminal.
 pub fn ps_rows(s: &Snapshot) -> Vec<[String; 7]> {
     let by_id: HashMap<&str, &TaskSnap> = s.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
     let mut rows = Vec::new();
@@ -19,14 +20,14 @@ pub fn ps_rows(s: &Snapshot) -> Vec<[String; 7]> {
         let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
         let stack = stack_names(t);
         if t.awaited_by.is_empty() {
-            rows.push([tid.clone(), t.id.clone(), escape(&t.name), stack.clone(), String::new(), String::new(), "0x0".into()]);
+            rows.push([tid.clone(), t.id.clone(), t.name.clone(), stack.clone(), String::new(), String::new(), "0x0".into()]);
         }
         for p in &t.awaited_by {
             let (chain, pname) = match by_id.get(p.as_str()) {
-                Some(pt) => (stack_names(pt), escape(&pt.name)),
+                Some(pt) => (stack_names(pt), pt.name.clone()),
                 None => (String::new(), "Unknown".into()),
             };
-            rows.push([tid.clone(), t.id.clone(), escape(&t.name), stack.clone(), chain, pname, p.clone()]);
+            rows.push([tid.clone(), t.id.clone(), t.name.clone(), stack.clone(), chain, pname, p.clone()]);
         }
     }
     rows
@@ -41,6 +42,7 @@ pub fn ps_text(s: &Snapshot) -> String {
     );
     let _ = writeln!(o, "{}", "-".repeat(180));
     for r in ps_rows(s) {
+        let r: Vec<String> = r.iter().map(|c| escape(c)).collect();
         let _ = writeln!(o, "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}", r[0], r[1], r[2], r[3], r[4], r[5], r[6]);
     }
     if s.tasks.is_empty() {

@@ -72,6 +72,32 @@ impl PyProcess {
         self.read_str(m).ok()
     }
 
+    /// A lock that a `with`/`async with` block keeps on the value stack: the bound `__exit__` /
+    /// `__aexit__` before 3.14, the lock object itself from 3.14 (LOAD_SPECIAL pushes method and self).
+    /// Other references (a stale `lock.locked` or `lock` left by a finished expression) do not count.
+    pub fn lock_held_by_with(&self, v: u64) -> Option<(LockKind, u64)> {
+        let ty = self.ob_type(v).ok()?;
+        let t = &self.types;
+        let h = self.head();
+        if Some(ty) == t.cfunction {
+            let ml = self.mem().read_u64(v.wrapping_add(16 + h)).ok()?;
+            let name = self.read_cstr(self.mem().read_u64(ml).ok()?, 32).ok()?;
+            if name != "__exit__" {
+                return None;
+            }
+        } else if Some(ty) == t.method {
+            let func = self.mem().read_u64(v.wrapping_add(16 + h)).ok()?;
+            let name_off = self.layout.as_ref().and_then(|l| l.field("PyFunctionObject", "func_name")).unwrap_or(if self.version.at_least(3, 10) { 32 } else { 64 } + h);
+            let name = self.read_str_max(self.mem().read_u64(func.wrapping_add(name_off)).ok()?, 32).ok()?;
+            if name != "__aexit__" && name != "__exit__" {
+                return None;
+            }
+        } else if !self.version.at_least(3, 14) {
+            return None;
+        }
+        self.lock_of(v)
+    }
+
     /// Classify an object as a lock; bound methods (`lock.__exit__`, `lock.__aexit__`) count as their lock.
     pub fn lock_of(&self, obj: u64) -> Option<(LockKind, u64)> {
         let ty = self.ob_type(obj).ok()?;
@@ -109,7 +135,14 @@ impl PyProcess {
         let h = self.head();
         let m = self.mem();
         let lay = |st: &str, f: &str| self.layout.as_ref().and_then(|l| l.field(st, f));
-        if self.version.at_least(3, 14) {
+        // The PyMutex-based locks (24-byte lock, 40-byte RLock) arrived in 3.14, and for the plain
+        // lock already in a 3.13 patch release: decide by the object's size, not the version.
+        let basicsize = self.ob_type(obj).and_then(|t| self.mem().read_u64(t.wrapping_add(self.off.tp_basicsize))).unwrap_or(0);
+        let pymutex = match kind {
+            LockKind::RLock => basicsize == 40 + h,
+            _ => basicsize == 24 + h,
+        };
+        if pymutex {
             let bits = m.read_u8(obj + 16 + h)?;
             let held = bits & 1 == 1;
             let owner = if kind == LockKind::RLock && held { Some(m.read_u64(obj + 24 + h)?) } else { None };

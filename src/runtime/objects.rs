@@ -27,7 +27,7 @@ fn bad(addr: u64) -> MemError {
 
 impl PyProcess {
     pub fn ob_type(&self, obj: u64) -> MemResult<u64> {
-        self.mem().read_u64(obj + self.off.ob_type)
+        self.mem().read_u64(obj.wrapping_add(self.off.ob_type))
     }
 
     /// `tp_name` of a type object, cached (type objects outlive a snapshot in practice).
@@ -35,7 +35,7 @@ impl PyProcess {
         if let Some(n) = self.type_name_cache.lock().unwrap().get(&ty) {
             return Ok(n.clone());
         }
-        let p = self.mem().read_u64(ty + self.off.tp_name)?;
+        let p = self.mem().read_u64(ty.wrapping_add(self.off.tp_name))?;
         let name = self.read_cstr(p, 256)?;
         self.type_name_cache.lock().unwrap().insert(ty, name.clone());
         Ok(name)

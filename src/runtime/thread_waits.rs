@@ -31,12 +31,16 @@ impl PyProcess {
             let mut waits_for = None;
             // innermost-frame stack locks, in push order (last = most recently pushed)
             let mut innermost_stack_locks: Vec<u64> = Vec::new();
+            let mut contended_bare: Vec<u64> = Vec::new();
             for (i, (faddr, code)) in stack.raw.iter().enumerate() {
                 let Ok(fv) = self.frame_values(*faddr, *code, i == 0) else { continue };
                 let mut candidates: Vec<(u64, bool)> = fv.stack.iter().map(|v| (*v, true)).collect();
                 candidates.extend(fv.locals.iter().map(|(_, v)| (*v, false)));
                 for (v, on_stack) in candidates {
+                    // Any reference can be the lock a blocked thread is acquiring (matched by its
+                    // semaphore below), but only `with` evidence on the stack means "held".
                     let Some((kind, lock)) = self.lock_of(v) else { continue };
+                    let with_evidence = on_stack && self.lock_held_by_with(v).is_some();
                     if !kind.is_thread() {
                         continue;
                     }
@@ -55,10 +59,19 @@ impl PyProcess {
                         LockKind::RLock => {
                             if st.owner == Some(rec.ident) && !held.contains(&lock) {
                                 held.push(lock);
+                            } else if with_evidence && i == 0 && st.held {
+                                // Held by someone else and entered by our innermost `with`: the
+                                // one we are blocked acquiring (3.14+ has no semaphore to match).
+                                innermost_stack_locks.push(lock);
                             }
                         }
                         _ => {
-                            if on_stack && st.held {
+                            if on_stack && i == 0 && !with_evidence && st.held && st.contended {
+                                // A PyMutex lock (3.13.x+/3.14+) someone is parked on, loaded by our
+                                // innermost frame but not yet entered: likely the one we wait for.
+                                contended_bare.push(lock);
+                            }
+                            if with_evidence && st.held {
                                 if i == 0 {
                                     innermost_stack_locks.push(lock);
                                 }
@@ -73,7 +86,7 @@ impl PyProcess {
             // 3.14+ parks on a per-thread semaphore, not the lock: the lock being acquired is the
             // most recently pushed lock on the innermost frame's stack.
             if waits_for.is_none() && blocked_in_futex {
-                if let Some(l) = innermost_stack_locks.last() {
+                if let Some(l) = contended_bare.last().or(innermost_stack_locks.last()) {
                     waits_for = Some(*l);
                 }
             }
