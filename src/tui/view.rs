@@ -68,6 +68,9 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
         let build = if s.python.free_threaded { "free-threaded" } else { "GIL build" };
         spans.push(Span::raw(format!(" · Python {} · {} · {} threads · {} tasks", s.python.version, build, s.threads.len(), s.tasks.len())));
     }
+    if app.refresh_cost_ms > 0.0 {
+        spans.push(Span::raw(format!(" · refresh {:.0} ms", app.refresh_cost_ms)));
+    }
     if app.replay {
         spans.push(Span::styled(" · REPLAY", Style::default().fg(Color::Cyan)));
     }
