@@ -2,14 +2,15 @@
 
 Nothing here is taskspy-specific: run a child and measure it (wall time, peak RSS, CPU time, exit
 status, first line of its error) through GNU time, describe the machine, format Markdown tables and replace one marked
-section of docs/benchmarks.md. Standard library only; Linux only (os.wait4, /proc).
+section of docs/benchmarks.md. Standard library only, plus GNU time (/usr/bin/time) and, for the GIL
+benchmark, taskset; Linux only (os.wait4, /proc).
 """
 import os
 import statistics
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
