@@ -13,14 +13,13 @@
 //!
 //! Coverage line: target/taskspy-coverage-asyncio.txt.
 
-#[path = "support/mod.rs"]
-mod support;
+mod common;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::*;
+use common::*;
 
 const COVERAGE: &str = "asyncio";
 const TREE: &str = "async_tree.py";
@@ -172,8 +171,8 @@ fn stack_problem(actual: &Value, alts: &[Vec<ExpFrame>], markers: &HashMap<Strin
 
 #[test]
 fn task_tree_every_version() {
-    let markers = park_markers(TREE);
-    let fixture_path = fixture(TREE).display().to_string();
+    let markers = park_markers(&fixture_path(TREE));
+    let fixture_path = fixture_path(TREE).display().to_string();
     each_interpreter(COVERAGE, "tree", true, |_| None, |interp| {
         let fx = Fixture::start(interp, TREE, &[], &[])?;
         let exp = tree_expect(interp);
@@ -728,8 +727,8 @@ fn uvloop_python(interp: &Interpreter) -> Result<PathBuf, String> {
 #[test]
 fn uvloop_tasks() {
     let script = "async_uvloop.py";
-    let markers = park_markers(script);
-    let fixture_path = fixture(script).display().to_string();
+    let markers = park_markers(&fixture_path(script));
+    let fixture_path = fixture_path(script).display().to_string();
     each_interpreter(COVERAGE, "uvloop", false, |_| None, |interp| {
         let py = match uvloop_python(interp) {
             Ok(p) => p,

@@ -795,7 +795,7 @@ fn bad_inputs_fail_with_one_line() {
         match spawn_until_ready(cmd, "READY", &format!("sleeping Python {}", interp.describe())) {
             Err(e) => failures.push(e),
             Ok((guard, _)) => {
-                let (major, minor) = interp.minor_tuple();
+                let (major, minor) = interp.minor();
                 let mm = format!("{major}.{minor}");
                 let out = run(taskspy_cmd(&["dump", &guard.pid.to_string()]), COMMAND_TIMEOUT);
                 let p = expect_one_line_error(&out, 7, &["unsupported", &mm]);

@@ -18,12 +18,11 @@
 //!
 //! Coverage line: target/taskspy-coverage-deadlocks.txt.
 
-#[path = "support/mod.rs"]
-mod support;
+mod common;
 
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
-use support::*;
+use common::*;
 
 const COVERAGE: &str = "deadlocks";
 
@@ -34,10 +33,10 @@ type Verdict = Result<(Option<i32>, Vec<Value>, Value), String>;
 fn deadlocks(pid: i32, extra: &[&str]) -> Verdict {
     let (v, out) = taskspy_json("deadlocks", pid, extra)?;
     if v["schema"] != "taskspy-deadlocks/1" {
-        return Err(format!("deadlocks --json schema {} (expected taskspy-deadlocks/1)\n{}", v["schema"], out.describe()));
+        return Err(format!("deadlocks --json schema {} (expected taskspy-deadlocks/1)\n{}", v["schema"], out.describe_brief()));
     }
     if !matches!(out.code, Some(0) | Some(3)) {
-        return Err(format!("deadlocks exited {:?} (expected 0 or 3)\n{}", out.code, out.describe()));
+        return Err(format!("deadlocks exited {:?} (expected 0 or 3)\n{}", out.code, out.describe_brief()));
     }
     Ok((out.code, arr(&v["findings"]).to_vec(), v))
 }
@@ -148,7 +147,7 @@ fn thread_abba(kind: &str, lock_type: &str) {
         let exp = CycleExpect { kind: "thread-lock-cycle", tasks: set(&[]), threads: set(&["abba-1", "abba-2"]), locks: set(&["lock_a", "lock_b"]), lock_type };
         let mut p = Problems::default();
         // The fixture really is deadlocked: both threads are at their inner `with` line.
-        let markers = park_markers("deadlock_thread_abba.py");
+        let markers = park_markers(&fixture_path("deadlock_thread_abba.py"));
         for (thread, func, tag) in [("abba-1", "first", "first"), ("abba-2", "second", "second")] {
             let top = arr(&snap["threads"]).iter().find(|t| t["name"] == thread).map(|t| frames_of(&t["frames"])).unwrap_or_default();
             let line = marker(&markers, tag);
@@ -182,7 +181,7 @@ fn lock_wait(test: &str, args: &[&str]) {
         let names = Names::of(&snap);
         let mut p = Problems::default();
         // The fixture really is in that state: holder sleeping inside `with lock_c`, waiter at it.
-        let markers = park_markers("deadlock_lock_wait.py");
+        let markers = park_markers(&fixture_path("deadlock_lock_wait.py"));
         for (thread, func, tag) in [("lock-holder", "holder", "holder"), ("lock-waiter", "waiter", "waiter"), ("MainThread", "main", "main")] {
             let top = arr(&snap["threads"]).iter().find(|t| t["name"] == thread).map(|t| frames_of(&t["frames"])).unwrap_or_default();
             let line = marker(&markers, tag);
@@ -272,7 +271,7 @@ fn await_cycle() {
 
 #[test]
 fn blocked_loop() {
-    let markers = park_markers("deadlock_blocked_loop.py");
+    let markers = park_markers(&fixture_path("deadlock_blocked_loop.py"));
     let block_line = marker(&markers, "block");
     each_interpreter(COVERAGE, "blocked-loop", true, |_| None, |interp| {
         let fx = Fixture::start(interp, "deadlock_blocked_loop.py", &[], &[])?;

@@ -9,17 +9,16 @@
 //!
 //! Coverage line: target/taskspy-coverage-gil.txt.
 
-#[path = "support/mod.rs"]
-mod support;
+mod common;
 
 use std::collections::BTreeSet;
-use support::*;
+use common::*;
 
 const COVERAGE: &str = "gil";
 
 #[test]
 fn gil_shares_of_cpu_threads() {
-    let markers = park_markers("gil_cpu.py");
+    let markers = park_markers(&fixture_path("gil_cpu.py"));
     let spin_line = marker(&markers, "spin");
     each_interpreter(COVERAGE, "gil-shares", true, |_| None, |interp| {
         let fx = Fixture::start(interp, "gil_cpu.py", &[], &[])?;

@@ -15,13 +15,12 @@
 //! Every tmux session has its own server socket (`tmux -L`), killed when the test ends.
 //! Coverage line: target/taskspy-coverage-top.txt.
 
-#[path = "support/mod.rs"]
-mod support;
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::*;
+use common::*;
 
 const COVERAGE: &str = "top";
 const SERVICE: &str = "asyncio_service.py";
@@ -65,7 +64,7 @@ impl Tmux {
         c.env("TERM", "xterm-256color").env_remove("TMUX");
         let out = run(c, Duration::from_secs(20));
         if out.code != Some(0) {
-            return Err(format!("cannot start tmux:\n{}", out.describe()));
+            return Err(format!("cannot start tmux:\n{}", out.describe_brief()));
         }
         Ok(t)
     }
@@ -292,7 +291,7 @@ fn replay_saved_snapshot() {
             pid = fx.pid;
             let out = taskspy_run(&["dump", &fx.pid.to_string(), "--json"]);
             if out.code != Some(0) {
-                return Err(out.describe());
+                return Err(out.describe_brief());
             }
             std::fs::write(&file, &out.stdout_bytes).map_err(|e| e.to_string())?;
         } // the fixture is gone: the replay reads only the file

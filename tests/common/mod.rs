@@ -1,24 +1,37 @@
-//! Shared helpers for the integration tests that attach taskspy to real CPython processes:
-//! interpreter inventory (scripts/provision.sh's interpreters.tsv), fixture processes that are
-//! always killed, commands with timeouts, the `taskspy/1` JSON contract, py-spy as an oracle, and
-//! the coverage line (`target/taskspy-coverage.txt`).
+//! Shared helpers for the integration tests that attach taskspy to real CPython processes
+//! (tests/attach_dump.rs, asyncio_tasks.rs, deadlocks.rs, gil.rs and top_tmux.rs, each with
+//! `mod common;`):
 //!
-//! Everything that must be seen even when the tests pass (skips, coverage) is written straight to
-//! the process's stderr, which libtest does not capture (it only captures `print!`/`eprint!`).
+//! * the interpreter inventory (`$CACHE/interpreters.tsv`, written by scripts/provision.sh);
+//! * processes that are always killed (SIGKILL + reap) when dropped: `ChildGuard` and `Fixture`
+//!   (`python -u fixtures/<script>`, waited for until it prints READY);
+//! * commands with a timeout (taskspy, CPython, py-spy, pip, tmux);
+//! * park markers (`# PARK:<tag>` line numbers, never hard-coded);
+//! * the `taskspy/1` JSON contract and py-spy as an oracle (attach_dump.rs);
+//! * coverage lines: `target/taskspy-coverage.txt` (attach_dump.rs, `write_coverage`) and, for
+//!   the suites that run a check on every supported interpreter with `each_interpreter` (skips
+//!   printed, failures of all interpreters collected before failing),
+//!   `target/taskspy-coverage-<name>.txt`.
+//!
+//! Everything that must be seen even when the tests pass (skips, notes, coverage) is written
+//! straight to the process's stderr, which libtest does not capture (it only captures
+//! `print!`/`eprint!`).
 #![allow(dead_code)]
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a fixture may take to print READY.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one taskspy / py-spy run may take before it is killed and reported.
+/// How long one taskspy / py-spy / python / tmux command may take before it is killed and reported.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between READY and the first attach, so the thread that printed READY has reached its
 /// park line (a few bytecodes later) even on a loaded machine.
@@ -28,10 +41,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The debug binary cargo built for this test run.
 pub fn taskspy() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_taskspy"))
 }
 
+/// Absolute path of a fixture (absolute, so co_filename is absolute on every version).
 pub fn fixture_path(name: &str) -> PathBuf {
     repo_root().join("fixtures").join(name)
 }
@@ -49,7 +64,7 @@ pub fn note(msg: &str) {
 #[derive(Debug, Clone)]
 pub struct Interpreter {
     pub label: String,
-    /// Full version, e.g. "3.14.1" or "3.15.0a3".
+    /// Full version, e.g. "3.14.10" or "3.15.0a3".
     pub version: String,
     pub python: PathBuf,
     /// pyenv | debian | pyenv-unsupported
@@ -62,26 +77,32 @@ impl Interpreter {
         self.kind == "pyenv" || self.kind == "debian"
     }
 
-    /// "3.14" from "3.14.1".
-    pub fn minor(&self) -> String {
-        self.version.split('.').take(2).collect::<Vec<_>>().join(".")
-    }
-
-    pub fn minor_tuple(&self) -> (u32, u32) {
+    /// (3, 14) from "3.14.10".
+    pub fn minor(&self) -> (u32, u32) {
         let mut it = self.version.split('.').map(|p| p.chars().take_while(|c| c.is_ascii_digit()).collect::<String>());
         let major = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         (major, minor)
     }
 
+    pub fn at_least(&self, minor: u32) -> bool {
+        self.minor() >= (3, minor)
+    }
+
     pub fn describe(&self) -> String {
         format!("{} ({}, {})", self.version, self.label, self.python.display())
     }
 
+    /// A command running this interpreter with a clean Python environment.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(&self.python);
+        self.command_with(&self.python)
+    }
+
+    /// Same environment, another executable (e.g. a venv's python made from this interpreter).
+    pub fn command_with(&self, exe: &Path) -> Command {
+        let mut c = Command::new(exe);
         // A developer's PYTHONPATH/PYTHONHOME must not leak into another interpreter.
-        c.env_remove("PYTHONPATH").env_remove("PYTHONHOME").env_remove("PYTHONSTARTUP");
+        c.env_remove("PYTHONPATH").env_remove("PYTHONHOME").env_remove("PYTHONSTARTUP").env_remove("PYTHONWARNINGS");
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -214,9 +235,8 @@ fn load_inventory() -> Inventory {
     supported.sort_by_key(|i: &Interpreter| version_key(&i.version));
     unsupported.sort_by_key(|i: &Interpreter| version_key(&i.version));
     for m in SUPPORTED_MINORS {
-        let minor = format!("3.{m}");
-        if !supported.iter().any(|i| i.minor() == minor) {
-            skipped.push((minor, format!("no interpreter for it in {source}")));
+        if !supported.iter().any(|i| i.minor() == (3, m)) {
+            skipped.push((format!("3.{m}"), format!("no interpreter for it in {source}")));
         }
     }
     Inventory { supported, unsupported, skipped, source }
@@ -269,6 +289,23 @@ fn drain<R: Read + Send + 'static>(mut r: R, buf: Arc<Mutex<Vec<u8>>>) {
     });
 }
 
+/// The lines of a child's stdout, read on a thread that keeps reading (even when nobody receives
+/// any more), so the child never blocks on a full pipe.
+fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(l) => {
+                    let _ = tx.send(l);
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    rx
+}
+
 /// Start `cmd` with stdout piped and wait until it prints a line starting with `ready_prefix`.
 /// Returns the guard and that line. stdin is closed; stderr is collected for messages.
 pub fn spawn_until_ready(mut cmd: Command, ready_prefix: &str, what: &str) -> Result<(ChildGuard, String), String> {
@@ -279,18 +316,7 @@ pub fn spawn_until_ready(mut cmd: Command, ready_prefix: &str, what: &str) -> Re
     let stderr_buf = Arc::new(Mutex::new(Vec::new()));
     drain(child.stderr.take().expect("piped stderr"), stderr_buf.clone());
     let guard = ChildGuard { child, pid, stderr: stderr_buf };
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        // Keeps reading after READY so the child never blocks on a full pipe.
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                Ok(l) => {
-                    let _ = tx.send(l);
-                }
-                Err(_) => break,
-            }
-        }
-    });
+    let rx = read_lines(stdout);
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut seen = Vec::new();
     loop {
@@ -327,6 +353,7 @@ pub fn spawn_until_ready(mut cmd: Command, ready_prefix: &str, what: &str) -> Re
     }
 }
 
+#[derive(Debug)]
 pub struct CmdOutput {
     /// Exit code; None when killed by a signal or by the timeout.
     pub code: Option<i32>,
@@ -355,6 +382,23 @@ impl CmdOutput {
             truncate(&self.stderr, 4_000)
         )
     }
+
+    /// A shorter account of the run, for failure messages of the per-interpreter suites.
+    pub fn describe_brief(&self) -> String {
+        format!(
+            "`{}` exited {:?}{} after {:.2?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.cmdline,
+            self.code,
+            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
+            self.elapsed,
+            truncate(&self.stdout, 6000),
+            truncate(&self.stderr, 3000)
+        )
+    }
+
+    pub fn json(&self) -> Result<Value, String> {
+        serde_json::from_str(&self.stdout).map_err(|e| format!("not JSON ({e}):\n{}", self.describe_brief()))
+    }
 }
 
 pub fn truncate(s: &str, max: usize) -> String {
@@ -368,13 +412,18 @@ pub fn truncate(s: &str, max: usize) -> String {
     format!("{}\n... [{} more bytes cut]", &s[..end], s.len() - end)
 }
 
-/// Run a command to completion (killed after `timeout`), capturing both streams.
+fn cmdline(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Run a command to completion (killed after `timeout`), stdin closed, both streams captured.
 pub fn run(mut cmd: Command, timeout: Duration) -> CmdOutput {
-    let cmdline = format!(
-        "{} {}",
-        cmd.get_program().to_string_lossy(),
-        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
-    );
+    let line = cmdline(&cmd);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = match cmd.spawn() {
@@ -383,27 +432,24 @@ pub fn run(mut cmd: Command, timeout: Duration) -> CmdOutput {
             return CmdOutput {
                 code: None,
                 timed_out: false,
-                stdout_bytes: vec![],
                 stdout: String::new(),
+                stdout_bytes: vec![],
                 stderr: format!("cannot start: {e}"),
-                cmdline,
+                cmdline: line,
                 elapsed: start.elapsed(),
             }
         }
     };
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let err = Arc::new(Mutex::new(Vec::new()));
     let (mut o, mut e) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let (oc, ec) = (out.clone(), err.clone());
     let to = std::thread::spawn(move || {
         let mut b = Vec::new();
         let _ = o.read_to_end(&mut b);
-        *oc.lock().unwrap() = b;
+        b
     });
     let te = std::thread::spawn(move || {
         let mut b = Vec::new();
         let _ = e.read_to_end(&mut b);
-        *ec.lock().unwrap() = b;
+        b
     });
     let mut timed_out = false;
     let status = loop {
@@ -418,17 +464,15 @@ pub fn run(mut cmd: Command, timeout: Duration) -> CmdOutput {
             Err(_) => break None,
         }
     };
-    let _ = to.join();
-    let _ = te.join();
-    let stdout_bytes = std::mem::take(&mut *out.lock().unwrap());
-    let stderr_bytes = std::mem::take(&mut *err.lock().unwrap());
+    let out = to.join().unwrap_or_default();
+    let err = te.join().unwrap_or_default();
     CmdOutput {
         code: if timed_out { None } else { status.and_then(|s| s.code()) },
         timed_out,
-        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
-        stdout_bytes,
-        stderr: String::from_utf8_lossy(&stderr_bytes).into_owned(),
-        cmdline,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stdout_bytes: out,
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+        cmdline: line,
         elapsed: start.elapsed(),
     }
 }
@@ -436,8 +480,35 @@ pub fn run(mut cmd: Command, timeout: Duration) -> CmdOutput {
 pub fn taskspy_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(taskspy());
     c.args(args);
-    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE").env_remove("NO_COLOR");
     c
+}
+
+/// `taskspy <args...>` with the default timeout.
+pub fn taskspy_run(args: &[&str]) -> CmdOutput {
+    run(taskspy_cmd(args), COMMAND_TIMEOUT)
+}
+
+/// `taskspy <sub> PID --json [extra...]`: the parsed document and the raw output.
+pub fn taskspy_json(sub: &str, pid: i32, extra: &[&str]) -> Result<(Value, CmdOutput), String> {
+    let pid_s = pid.to_string();
+    let mut args = vec![sub, pid_s.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    let out = taskspy_run(&args);
+    let v = out.json()?;
+    Ok((v, out))
+}
+
+/// `taskspy dump PID --json`, which must exit 0 with a taskspy/1 document.
+pub fn dump_json(pid: i32) -> Result<Value, String> {
+    let (v, out) = taskspy_json("dump", pid, &[])?;
+    if out.code != Some(0) {
+        return Err(format!("dump --json did not exit 0:\n{}", out.describe_brief()));
+    }
+    if v["schema"] != "taskspy/1" {
+        return Err(format!("dump --json schema is {}, expected taskspy/1", v["schema"]));
+    }
+    Ok(v)
 }
 
 /// Kernel thread ids of a live process.
@@ -445,6 +516,130 @@ pub fn os_tids(pid: i32) -> BTreeSet<i64> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default()
+}
+
+// ------------------------------------------------------------------------------------------
+// Fixture processes
+// ------------------------------------------------------------------------------------------
+
+/// A fixture process: started with `python -u`, waited for until it prints READY; killed and
+/// reaped when dropped, whatever happens in the test. Lines after READY stay readable.
+pub struct Fixture {
+    child: Child,
+    pub pid: i32,
+    pub what: String,
+    /// stdout lines printed before READY
+    pub before_ready: Vec<String>,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    exited: Option<ExitStatus>,
+}
+
+impl Fixture {
+    /// `python -u fixtures/<script> <args>` with extra environment.
+    pub fn start(interp: &Interpreter, script: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Fixture, String> {
+        Self::start_with(interp, &interp.python, script, args, env)
+    }
+
+    /// Like `start`, with another python executable (a venv's) and this interpreter's environment.
+    pub fn start_with(interp: &Interpreter, exe: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Fixture, String> {
+        let mut c = interp.command_with(exe);
+        c.arg("-u").arg(fixture_path(script)).args(args);
+        // Bounded life even if this test process is killed without running destructors.
+        c.env("TASKSPY_FIXTURE_LIFETIME", "900");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Self::spawn(c, &format!("{script} {} on Python {}", args.join(" "), interp.version))
+    }
+
+    pub fn spawn(mut cmd: Command, what: &str) -> Result<Fixture, String> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
+        let pid = child.id() as i32;
+        let stdout = child.stdout.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        drain(child.stderr.take().unwrap(), stderr.clone());
+        // Keeps reading after READY, so the fixture never blocks on a full pipe.
+        let rx = read_lines(stdout);
+        let mut f = Fixture { child, pid, what: what.to_string(), before_ready: Vec::new(), lines: rx, stderr, exited: None };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match f.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) if l.starts_with("READY") => break,
+                Ok(l) => f.before_ready.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let st = f.child.try_wait().ok().flatten();
+                    return Err(format!(
+                        "{what} exited before READY ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                        st.map(|s| s.to_string()).unwrap_or_else(|| "closed stdout".into()),
+                        f.before_ready.join("\n"),
+                        f.stderr()
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "{what} did not print READY within {READY_TIMEOUT:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                            f.before_ready.join("\n"),
+                            f.stderr()
+                        ));
+                    }
+                }
+            }
+        }
+        std::thread::sleep(SETTLE);
+        Ok(f)
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Next stdout line printed after READY, if one comes within `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Throw away the lines printed so far.
+    pub fn drain_lines(&self) -> usize {
+        self.lines.try_iter().count()
+    }
+
+    /// Running and not a zombie.
+    pub fn alive(&mut self) -> bool {
+        if self.exited.is_some() || matches!(self.child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        // /proc/PID/stat: "pid (comm) S ..."; comm may contain spaces and parentheses.
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(s) => s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Wait (and reap) until the fixture exits by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.exited = Some(s);
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -465,6 +660,80 @@ pub fn park_markers(path: &Path) -> HashMap<String, i64> {
         }
     }
     m
+}
+
+pub fn marker(markers: &HashMap<String, i64>, tag: &str) -> i64 {
+    *markers.get(tag).unwrap_or_else(|| panic!("no marker PARK:{tag}"))
+}
+
+// ------------------------------------------------------------------------------------------
+// Snapshot helpers
+// ------------------------------------------------------------------------------------------
+
+pub fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(|a| a.as_slice()).unwrap_or(&[])
+}
+
+pub fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// A collector for several problems of one run, reported together.
+#[derive(Default)]
+pub struct Problems(pub Vec<String>);
+
+impl Problems {
+    pub fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(msg());
+        }
+    }
+    pub fn push(&mut self, msg: String) {
+        self.0.push(msg);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Ok(()) or Err(every problem, one per line, plus `context`).
+    pub fn finish(self, context: impl FnOnce() -> String) -> Result<(), String> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} problem(s):\n  - {}\n{}", self.0.len(), self.0.join("\n  - "), context()))
+        }
+    }
+}
+
+/// (function, line) pairs of a frame list.
+pub fn frames_of(v: &Value) -> Vec<(String, i64)> {
+    arr(v).iter().map(|f| (s(&f["function"]).to_string(), f["line"].as_i64().unwrap_or(-1))).collect()
+}
+
+pub fn fmt_frames(f: &[(String, i64)]) -> String {
+    format!("[{}]", f.iter().map(|(n, l)| format!("{n}:{l}")).collect::<Vec<_>>().join(", "))
+}
+
+/// Short text of a snapshot's tasks for failure messages.
+pub fn tasks_summary(snap: &Value) -> String {
+    let names: HashMap<&str, &str> = arr(&snap["tasks"]).iter().map(|t| (s(&t["id"]), s(&t["name"]))).collect();
+    let mut out = String::new();
+    for t in arr(&snap["tasks"]) {
+        out += &format!(
+            "  {:?} {} thread={} waiting_on={} stack={} awaited_by={:?}\n",
+            s(&t["name"]),
+            s(&t["state"]),
+            t["thread"],
+            t["waiting_on"]["kind"],
+            fmt_frames(&frames_of(&t["coroutine_stack"])),
+            arr(&t["awaited_by"]).iter().map(|p| names.get(s(p)).copied().unwrap_or(s(p))).collect::<Vec<_>>()
+        );
+    }
+    truncate(&out, 8000)
+}
+
+/// Threads of a snapshot by name -> tid.
+pub fn thread_tids(snap: &Value) -> HashMap<String, i64> {
+    arr(&snap["threads"]).iter().filter_map(|t| Some((t["name"].as_str()?.to_string(), t["tid"].as_i64()?))).collect()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -835,8 +1104,8 @@ pub fn compare_with_pyspy(d: &Dump, spy: &Spy, volatile: &[&str]) -> Vec<String>
             problems.push(format!(
                 "thread {pname:?}: frames differ{}\n    taskspy: {}\n    py-spy:  {}",
                 if vol { " (function names only: the thread is running)" } else { "" },
-                fmt_frames(&ours_f, vol),
-                fmt_frames(&theirs_f, vol)
+                fmt_spy_frames(&ours_f, vol),
+                fmt_spy_frames(&theirs_f, vol)
             ));
         }
     }
@@ -848,7 +1117,7 @@ pub fn compare_with_pyspy(d: &Dump, spy: &Spy, volatile: &[&str]) -> Vec<String>
     problems
 }
 
-fn fmt_frames(f: &[(String, i64)], names_only: bool) -> String {
+fn fmt_spy_frames(f: &[(String, i64)], names_only: bool) -> String {
     let parts: Vec<String> = f.iter().map(|(n, l)| if names_only { n.clone() } else { format!("{n}:{l}") }).collect();
     if parts.len() > 30 {
         format!("[{} ... ({} frames) ... {}]", parts[..10].join(", "), parts.len(), parts[parts.len() - 5..].join(", "))
@@ -965,5 +1234,199 @@ pub fn write_coverage(total: usize) {
     let _ = std::fs::write(dir.join("taskspy-coverage.txt"), format!("{line}\n"));
     if finished >= total {
         note(&line);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Per-interpreter loop and coverage
+// ------------------------------------------------------------------------------------------
+
+pub enum Outcome {
+    Pass,
+    Skip(String),
+}
+
+#[derive(Default)]
+struct SuiteRecord {
+    passed: BTreeSet<String>,
+    failed: BTreeSet<String>,
+    /// test -> reason it could not run here (missing tool, wheel, permission...)
+    skipped: BTreeMap<String, String>,
+    /// test -> reason it is not meant to run here (it runs on a subset of the versions)
+    not_selected: BTreeMap<String, String>,
+}
+
+enum Rec {
+    Pass,
+    Fail,
+    Skip(String),
+    NotSelected(String),
+}
+
+fn registry() -> &'static Mutex<BTreeMap<String, SuiteRecord>> {
+    static R: OnceLock<Mutex<BTreeMap<String, SuiteRecord>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+fn record(version: &str, test: &str, outcome: Rec) {
+    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let e = r.entry(version.to_string()).or_default();
+    match outcome {
+        Rec::Pass => {
+            e.passed.insert(test.into());
+        }
+        Rec::Fail => {
+            e.failed.insert(test.into());
+        }
+        Rec::Skip(why) => {
+            e.skipped.insert(test.into(), why);
+        }
+        Rec::NotSelected(why) => {
+            e.not_selected.insert(test.into(), why);
+        }
+    }
+}
+
+/// Rewrite `target/taskspy-coverage-<name>.txt` from everything recorded so far in this process
+/// (each test rewrites it when it finishes, so the last one writes the union).
+pub fn write_suite_coverage(name: &str) {
+    let inv = inventory();
+    let r = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let mut versions: Vec<&String> = r.keys().collect();
+    versions.sort_by_key(|v| version_key(v));
+    let exercised: Vec<String> = versions.iter().filter(|v| r[**v].failed.is_empty() && !r[**v].passed.is_empty()).map(|v| v.to_string()).collect();
+    let failed: Vec<String> = versions
+        .iter()
+        .filter(|v| !r[**v].failed.is_empty())
+        .map(|v| format!("{v} ({})", r[*v].failed.iter().cloned().collect::<Vec<_>>().join(",")))
+        .collect();
+    // Skips grouped by reason: "3.14 3.15 (test: reason)".
+    let mut skipped = by_reason(inv.skipped.iter().cloned().chain(
+        versions.iter().flat_map(|v| r[*v].skipped.iter().map(move |(test, why)| (v.to_string(), format!("{test}: {why}")))),
+    ));
+    if inv.supported.is_empty() {
+        skipped.push("ALL (no supported interpreter found)".into());
+    }
+    let mut line = format!(
+        "coverage {name}: exercised {} | skipped: {}",
+        if exercised.is_empty() { "NONE".to_string() } else { exercised.join(" ") },
+        if skipped.is_empty() { "none".to_string() } else { skipped.join(", ") }
+    );
+    if !failed.is_empty() {
+        line += &format!(" | FAILED: {}", failed.join(", "));
+    }
+    // Tests meant for a subset of the versions: where they ran.
+    let mut subsets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in &versions {
+        for test in r[*v].not_selected.keys() {
+            subsets.entry(test.clone()).or_default();
+        }
+    }
+    for (test, ran) in subsets.iter_mut() {
+        ran.extend(versions.iter().filter(|v| !r[**v].not_selected.contains_key(test)).map(|v| v.to_string()));
+    }
+    if !subsets.is_empty() {
+        line += &format!(
+            " | by design only: {}",
+            subsets.iter().map(|(t, vs)| format!("{t} on {}", if vs.is_empty() { "none".to_string() } else { vs.join(" ") })).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let dir = repo_root().join("target");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("taskspy-coverage-{name}.txt")), format!("{line}\n"));
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
+}
+
+/// Run `check` on every supported interpreter that `select` accepts (`select` returns a skip
+/// reason for the others). Skips are printed and recorded; failures (Err or panic) of every
+/// interpreter are collected and reported together at the end. With `require_one`, a run in
+/// which no interpreter passed fails.
+pub fn each_interpreter(
+    coverage: &str,
+    test: &str,
+    require_one: bool,
+    select: impl Fn(&Interpreter) -> Option<String>,
+    check: impl Fn(&Interpreter) -> Result<Outcome, String>,
+) {
+    let inv = inventory();
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let mut passed = Vec::new();
+    // Interpreters left out on purpose (by `select`): one line per reason.
+    let mut not_selected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for interp in &inv.supported {
+        if let Some(why) = select(interp) {
+            record(&interp.version, test, Rec::NotSelected(why.clone()));
+            not_selected.entry(why).or_default().push(interp.version.clone());
+        }
+    }
+    for (why, vs) in &not_selected {
+        note(&format!("{test}: not run on {} ({why})", vs.join(" ")));
+    }
+    for interp in &inv.supported {
+        if select(interp).is_some() {
+            continue;
+        }
+        let t0 = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| check(interp)));
+        let took = t0.elapsed();
+        match result {
+            Ok(Ok(Outcome::Pass)) => {
+                note(&format!("{test}: Python {} passed in {took:.1?}", interp.version));
+                record(&interp.version, test, Rec::Pass);
+                passed.push(interp.version.clone());
+            }
+            Ok(Ok(Outcome::Skip(why))) => {
+                note(&format!("SKIP {test} on {}: {why}", interp.version));
+                record(&interp.version, test, Rec::Skip(why));
+            }
+            Ok(Err(msg)) => {
+                note(&format!("{test}: Python {} FAILED in {took:.1?}", interp.version));
+                record(&interp.version, test, Rec::Fail);
+                failures.push(format!("=== Python {} ({}) ===\n{msg}", interp.version, interp.label));
+            }
+            Err(p) => {
+                note(&format!("{test}: Python {} FAILED (panic) in {took:.1?}", interp.version));
+                record(&interp.version, test, Rec::Fail);
+                failures.push(format!("=== Python {} ({}) ===\npanicked: {}", interp.version, interp.label, panic_text(&*p)));
+            }
+        }
+    }
+    write_suite_coverage(coverage);
+    note(&format!("{test}: {} passed, {} failed, {:.1?} in all", passed.len(), failures.len(), started.elapsed()));
+    if inv.supported.is_empty() {
+        panic!("no supported interpreter found ({}); run scripts/provision.sh", inv.source);
+    }
+    if !failures.is_empty() {
+        panic!("{test} failed on {} interpreter(s):\n{}", failures.len(), failures.join("\n\n"));
+    }
+    if require_one && passed.is_empty() {
+        panic!("{test}: no interpreter was exercised (all skipped)");
+    }
+}
+
+/// Unique names for temporary things (tmux sessions, directories) of this test process.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
