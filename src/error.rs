@@ -32,11 +32,24 @@ pub mod exit {
 #[derive(Debug)]
 pub enum Error {
     NoSuchProcess(i32),
-    PermissionDenied { pid: i32, detail: String },
-    NotPython { pid: i32, detail: String },
-    UnsupportedVersion { pid: i32, version: String, detail: String },
+    PermissionDenied {
+        pid: i32,
+        detail: String,
+    },
+    NotPython {
+        pid: i32,
+        detail: String,
+    },
+    UnsupportedVersion {
+        pid: i32,
+        version: String,
+        detail: String,
+    },
     TargetExited(i32),
-    MissingSymbols { pid: i32, binary: String },
+    MissingSymbols {
+        pid: i32,
+        binary: String,
+    },
     Interrupted,
     /// Memory did not make sense even after retries (target changing too fast, or corrupt).
     Inconsistent(String),

@@ -1,9 +1,9 @@
 //! taskspy: read a running CPython's threads and asyncio tasks from its memory, never running code in it.
 //! Pipeline: attach (process, symbols) → runtime (layouts, threads, frames, objects) → snapshot → render.
 
-pub mod attach;
 pub mod analysis;
 pub mod asyncio;
+pub mod attach;
 pub mod commands;
 pub mod error;
 pub mod render;

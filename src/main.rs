@@ -20,11 +20,20 @@ fn main() {
     }));
     let cli = cli::Cli::parse();
     let result = match &cli.command {
-        cli::Command::Dump(a) => dump::run(&dump::DumpOptions { pid: a.target.pid(), json: a.json, blocking: a.blocking }),
+        cli::Command::Dump(a) => {
+            dump::run(&dump::DumpOptions { pid: a.target.pid(), json: a.json, blocking: a.blocking })
+        }
         cli::Command::Ps(a) => tasks::ps(a.target.pid(), a.json, a.blocking),
         cli::Command::Pstree(a) => tasks::pstree(a.target.pid(), a.json, a.blocking),
-        cli::Command::Deadlocks(a) => deadlocks::run(&deadlocks::DeadlockOptions { pid: a.target.pid(), duration: a.duration, threshold: a.threshold, json: a.json }),
-        cli::Command::Gil(a) => gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json }),
+        cli::Command::Deadlocks(a) => deadlocks::run(&deadlocks::DeadlockOptions {
+            pid: a.target.pid(),
+            duration: a.duration,
+            threshold: a.threshold,
+            json: a.json,
+        }),
+        cli::Command::Gil(a) => {
+            gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json })
+        }
         cli::Command::Top(a) => taskspy::tui::runner::run(&taskspy::tui::runner::TopOptions {
             color: color::enabled_for_stdout(cli.color),
             pid: a.pid.or(a.pid_flag).unwrap_or(0),

@@ -164,8 +164,14 @@ fn capture_once(py: &PyProcess, tolerate: bool) -> std::result::Result<Snapshot,
     for interp in &interps {
         gil_enabled &= interp.gil_enabled;
         let records = py.threads_of(interp, current)?;
-        let names = py.thread_names(interp.addr).unwrap_or_else(|e| { if std::env::var_os("TASKSPY_DEBUG").is_some() { eprintln!("debug: thread names: {e}"); } Default::default() });
-        let pthread_tid_off = if py.off.ts_native_thread_id.is_none() { pthread_tid_offset(py, &records) } else { None };
+        let names = py.thread_names(interp.addr).unwrap_or_else(|e| {
+            if std::env::var_os("TASKSPY_DEBUG").is_some() {
+                eprintln!("debug: thread names: {e}");
+            }
+            Default::default()
+        });
+        let pthread_tid_off =
+            if py.off.ts_native_thread_id.is_none() { pthread_tid_offset(py, &records) } else { None };
         let mut holder_tid = None;
         let mut with_tids = Vec::new();
         for rec in records.iter().rev() {

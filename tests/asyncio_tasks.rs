@@ -15,11 +15,11 @@
 
 mod common;
 
+use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use common::*;
 
 const COVERAGE: &str = "asyncio";
 const TREE: &str = "async_tree.py";
@@ -49,12 +49,30 @@ struct TreeExpect {
 
 fn tree_expect(i: &Interpreter) -> TreeExpect {
     let new = i.at_least(11); // co_qualname in frames
-    let q = |old: &str, qual: &str| -> String { if new { qual.to_string() } else { old.to_string() } };
+    let q = |old: &str, qual: &str| -> String {
+        if new {
+            qual.to_string()
+        } else {
+            old.to_string()
+        }
+    };
     let user = |f: &str, tag: &'static str| -> ExpFrame { (f.to_string(), Some(tag)) };
     let lib = |f: String| -> ExpFrame { (f, None) };
     let ev = || lib(q("wait", "Event.wait"));
 
-    let leaves = ["awaitee", "eager-child", EVIL_NAME, "g-a", "g-b", "g-c", "shielded", "tg-leaf-1", "tg-leaf-2", "wf-target", UNICODE_NAME];
+    let leaves = [
+        "awaitee",
+        "eager-child",
+        EVIL_NAME,
+        "g-a",
+        "g-b",
+        "g-c",
+        "shielded",
+        "tg-leaf-1",
+        "tg-leaf-2",
+        "wf-target",
+        UNICODE_NAME,
+    ];
     let mut stacks: HashMap<String, Vec<Vec<ExpFrame>>> = HashMap::new();
     let mut kinds: HashMap<String, &'static str> = HashMap::new();
     for l in leaves {
@@ -77,15 +95,27 @@ fn tree_expect(i: &Interpreter) -> TreeExpect {
     one("shielder", vec![user("shielder_body", "shield")], "future");
     // wait_for is a coroutine on every version; from 3.12 it awaits the task itself (inside
     // asyncio.timeout), before it awaits a private future.
-    one("waitfor", vec![lib("wait_for".into()), user("waitfor_body", "wait_for")], if i.at_least(12) { "task" } else { "future" });
-    let chain = |inner: String, tag: &'static str| vec![lib(inner), user("chain_inner", tag), user("chain_middle", "chain_middle"), user("chain_outer", "chain_outer")];
+    one(
+        "waitfor",
+        vec![lib("wait_for".into()), user("waitfor_body", "wait_for")],
+        if i.at_least(12) { "task" } else { "future" },
+    );
+    let chain = |inner: String, tag: &'static str| {
+        vec![
+            lib(inner),
+            user("chain_inner", tag),
+            user("chain_middle", "chain_middle"),
+            user("chain_outer", "chain_outer"),
+        ]
+    };
     one("chain-event", chain(q("wait", "Event.wait"), "inner_event"), "event");
     one("chain-lock", chain(q("acquire", "Lock.acquire"), "inner_lock"), "lock");
     one("chain-queue", chain(q("get", "Queue.get"), "inner_queue"), "queue");
     one("chain-sleep", chain("sleep".into(), "inner_sleep"), "sleep");
     if i.at_least(11) {
         one("timeout-user", vec![ev(), user("timeout_body", "timeout")], "event");
-        for (name, body, tag) in [("tg-outer", "tg_outer_body", "tg_outer"), ("tg-inner", "tg_inner_body", "tg_inner")] {
+        for (name, body, tag) in [("tg-outer", "tg_outer_body", "tg_outer"), ("tg-inner", "tg_inner_body", "tg_inner")]
+        {
             // 3.11–3.13.x: TaskGroup.__aexit__ awaits; 3.14 (and later 3.13 patch releases, e.g.
             // Debian's 3.13.18) split the body into TaskGroup._aexit.
             stacks.insert(
@@ -125,14 +155,28 @@ fn tree_expect(i: &Interpreter) -> TreeExpect {
     (if i.at_least(14) { &mut required } else { &mut optional }).insert(e("shielder", "shielded"));
 
     let names: BTreeSet<String> = stacks.keys().cloned().collect();
-    TreeExpect { names, stacks, kinds, required_edges: required, optional_edges: optional, loop2: ["loop2-main", "loop2-worker"].iter().map(|s| s.to_string()).collect() }
+    TreeExpect {
+        names,
+        stacks,
+        kinds,
+        required_edges: required,
+        optional_edges: optional,
+        loop2: ["loop2-main", "loop2-worker"].iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 /// Check a task's coroutine stack against the alternatives; user frames must be in the fixture
 /// at the marker line, library frames in asyncio with a line > 0.
-fn stack_problem(actual: &Value, alts: &[Vec<ExpFrame>], markers: &HashMap<String, i64>, fixture_path: &str) -> Option<String> {
-    let frames: Vec<(String, String, i64)> =
-        arr(actual).iter().map(|f| (s(&f["function"]).to_string(), s(&f["file"]).to_string(), f["line"].as_i64().unwrap_or(-1))).collect();
+fn stack_problem(
+    actual: &Value,
+    alts: &[Vec<ExpFrame>],
+    markers: &HashMap<String, i64>,
+    fixture_path: &str,
+) -> Option<String> {
+    let frames: Vec<(String, String, i64)> = arr(actual)
+        .iter()
+        .map(|f| (s(&f["function"]).to_string(), s(&f["file"]).to_string(), f["line"].as_i64().unwrap_or(-1)))
+        .collect();
     let mut why = Vec::new();
     'alt: for alt in alts {
         if alt.len() != frames.len() {
@@ -162,7 +206,11 @@ fn stack_problem(actual: &Value, alts: &[Vec<ExpFrame>], markers: &HashMap<Strin
         }
         return None;
     }
-    Some(format!("{} ; {}", fmt_frames(&frames.iter().map(|(f, _, l)| (f.clone(), *l)).collect::<Vec<_>>()), why.join(" / ")))
+    Some(format!(
+        "{} ; {}",
+        fmt_frames(&frames.iter().map(|(f, _, l)| (f.clone(), *l)).collect::<Vec<_>>()),
+        why.join(" / ")
+    ))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -173,167 +221,228 @@ fn stack_problem(actual: &Value, alts: &[Vec<ExpFrame>], markers: &HashMap<Strin
 fn task_tree_every_version() {
     let markers = park_markers(&fixture_path(TREE));
     let fixture_path = fixture_path(TREE).display().to_string();
-    each_interpreter(COVERAGE, "tree", true, |_| None, |interp| {
-        let fx = Fixture::start(interp, TREE, &[], &[])?;
-        let exp = tree_expect(interp);
-        let snap = dump_json(fx.pid)?;
-        let mut p = Problems::default();
-        let tasks = arr(&snap["tasks"]);
+    each_interpreter(
+        COVERAGE,
+        "tree",
+        true,
+        |_| None,
+        |interp| {
+            let fx = Fixture::start(interp, TREE, &[], &[])?;
+            let exp = tree_expect(interp);
+            let snap = dump_json(fx.pid)?;
+            let mut p = Problems::default();
+            let tasks = arr(&snap["tasks"]);
 
-        // --- names (exact, also the control-character one), uniqueness, states
-        let mut by_name: HashMap<String, &Value> = HashMap::new();
-        for t in tasks {
-            if by_name.insert(s(&t["name"]).to_string(), t).is_some() {
-                p.push(format!("task name {:?} appears twice", s(&t["name"])));
-            }
-        }
-        let got: BTreeSet<String> = by_name.keys().cloned().collect();
-        p.check(got == exp.names, || {
-            format!(
-                "task names differ: missing {:?}, unexpected {:?}",
-                exp.names.difference(&got).collect::<Vec<_>>(),
-                got.difference(&exp.names).collect::<Vec<_>>()
-            )
-        });
-        let name_of: HashMap<String, String> = tasks.iter().map(|t| (s(&t["id"]).to_string(), s(&t["name"]).to_string())).collect();
-
-        // --- threads of the two loops
-        let tids = thread_tids(&snap);
-        let main_tid = tids.get("MainThread").copied();
-        let loop2_tid = tids.get("loop-2").copied();
-        p.check(main_tid == Some(fx.pid as i64), || format!("MainThread tid is {main_tid:?}, expected the pid {}", fx.pid));
-        p.check(loop2_tid.is_some(), || format!("no thread named loop-2 in the snapshot ({:?})", tids.keys().collect::<Vec<_>>()));
-
-        for name in &exp.names {
-            let Some(t) = by_name.get(name) else { continue };
-            p.check(t["state"] == "pending", || format!("{name:?}: state {} (expected pending)", t["state"]));
-            if let Some(prob) = stack_problem(&t["coroutine_stack"], &exp.stacks[name], &markers, &fixture_path) {
-                p.push(format!("{name:?}: coroutine_stack {prob}"));
-            }
-            let kind = exp.kinds[name];
-            p.check(t["waiting_on"]["kind"] == kind, || format!("{name:?}: waiting_on.kind {} (expected {kind})", t["waiting_on"]["kind"]));
-            p.check(t["waiting_on"]["runnable"] == false, || format!("{name:?}: waiting_on.runnable {} (a parked task)", t["waiting_on"]["runnable"]));
-            let want_tid = if exp.loop2.contains(name) { loop2_tid } else { main_tid };
-            p.check(t["thread"].as_i64() == want_tid, || format!("{name:?}: thread {} (expected {want_tid:?})", t["thread"]));
-        }
-        // The primitive waited on is named (object + its type) for lock/event/queue waits.
-        for (name, ty) in [("chain-lock", "Lock"), ("chain-event", "Event"), ("chain-queue", "Queue")] {
-            if let Some(t) = by_name.get(name) {
-                let w = &t["waiting_on"];
-                p.check(w["object_type"] == ty && s(&w["object"]).starts_with("0x"), || format!("{name}: waiting_on {w} (expected object_type {ty} and an object address)"));
-            }
-        }
-        // chain-event waits on the same Event object as the leaves (one Event for all).
-        if let (Some(a), Some(b)) = (by_name.get("chain-event"), by_name.get("g-a")) {
-            p.check(a["waiting_on"]["object"] == b["waiting_on"]["object"], || "chain-event and g-a wait on the same asyncio.Event: objects differ".into());
-        }
-
-        // --- awaited-by edges, by name; awaiting must be the exact inverse
-        let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut inverse: BTreeSet<(String, String)> = BTreeSet::new();
-        for t in tasks {
-            let me = s(&t["name"]).to_string();
-            for pid in arr(&t["awaited_by"]) {
-                edges.insert((name_of.get(s(pid)).cloned().unwrap_or_else(|| format!("<unknown {}>", s(pid))), me.clone()));
-            }
-            for c in arr(&t["awaiting"]) {
-                inverse.insert((me.clone(), name_of.get(s(c)).cloned().unwrap_or_else(|| format!("<unknown {}>", s(c)))));
-            }
-        }
-        p.check(edges == inverse, || format!("`awaiting` is not the inverse of `awaited_by`: {edges:?} vs {inverse:?}"));
-        let missing: Vec<_> = exp.required_edges.difference(&edges).collect();
-        p.check(missing.is_empty(), || format!("awaited-by edges missing (parent, child): {missing:?}"));
-        let unexpected: Vec<_> = edges.iter().filter(|e| !exp.required_edges.contains(*e) && !exp.optional_edges.contains(*e)).collect();
-        p.check(unexpected.is_empty(), || format!("unexpected awaited-by edges (parent, child): {unexpected:?}"));
-
-        // --- ps text: header, escaping
-        let ps = taskspy_run(&["ps", &fx.pid.to_string()]);
-        p.check(ps.code == Some(0), || format!("ps exit {:?}: {}", ps.code, ps.stderr.trim()));
-        p.check(ps.stdout.contains("task id"), || "ps text has no `task id` column header".into());
-        p.check(!ps.stdout_bytes.contains(&0x1b), || "ps text contains a raw ESC byte (control characters must be escaped)".into());
-        p.check(ps.stdout.contains(EVIL_ESCAPED), || format!("ps text does not show the control-character name escaped as {EVIL_ESCAPED}"));
-        p.check(ps.stdout.contains(UNICODE_NAME), || format!("ps text does not show {UNICODE_NAME}"));
-        for n in exp.names.iter().filter(|n| n.as_str() != EVIL_NAME) {
-            p.check(ps.stdout.contains(n.as_str()), || format!("ps text does not mention task {n:?}"));
-        }
-
-        // --- pstree text: every name, escaping
-        let pt = taskspy_run(&["pstree", &fx.pid.to_string()]);
-        p.check(pt.code == Some(0), || format!("pstree exit {:?}: {}", pt.code, pt.stderr.trim()));
-        p.check(!pt.stdout_bytes.contains(&0x1b), || "pstree text contains a raw ESC byte".into());
-        p.check(pt.stdout.contains(EVIL_ESCAPED), || format!("pstree text does not show {EVIL_ESCAPED}"));
-        for n in exp.names.iter().filter(|n| n.as_str() != EVIL_NAME) {
-            p.check(pt.stdout.contains(&format!("(T) {n}")), || format!("pstree text has no line for task {n:?}"));
-        }
-
-        // --- ps --json
-        match taskspy_json("ps", fx.pid, &[]) {
-            Ok((v, out)) => {
-                p.check(out.code == Some(0) && v["schema"] == "taskspy-ps/1", || format!("ps --json: exit {:?}, schema {}", out.code, v["schema"]));
-                let rows = arr(&v["rows"]);
-                let has_row = |task: &str, awaiter: &str| rows.iter().any(|r| r["task_name"] == task && r["awaiter_name"] == awaiter);
-                for (parent, child) in &exp.required_edges {
-                    p.check(has_row(child, parent), || format!("ps --json has no row task {child:?} / awaiter {parent:?}"));
+            // --- names (exact, also the control-character one), uniqueness, states
+            let mut by_name: HashMap<String, &Value> = HashMap::new();
+            for t in tasks {
+                if by_name.insert(s(&t["name"]).to_string(), t).is_some() {
+                    p.push(format!("task name {:?} appears twice", s(&t["name"])));
                 }
-                // Exactness of the names in the rows: see ps_json_rows_keep_names_exact.
             }
-            Err(e) => p.push(format!("ps --json: {e}")),
-        }
+            let got: BTreeSet<String> = by_name.keys().cloned().collect();
+            p.check(got == exp.names, || {
+                format!(
+                    "task names differ: missing {:?}, unexpected {:?}",
+                    exp.names.difference(&got).collect::<Vec<_>>(),
+                    got.difference(&exp.names).collect::<Vec<_>>()
+                )
+            });
+            let name_of: HashMap<String, String> =
+                tasks.iter().map(|t| (s(&t["id"]).to_string(), s(&t["name"]).to_string())).collect();
 
-        // --- pstree --json: nested roots, each task once
-        match taskspy_json("pstree", fx.pid, &[]) {
-            Ok((v, out)) => {
-                p.check(out.code == Some(0) && v["schema"] == "taskspy-pstree/1", || format!("pstree --json: exit {:?}, schema {}", out.code, v["schema"]));
-                p.check(arr(&v["cycles"]).is_empty(), || format!("pstree --json reports cycles {}", v["cycles"]));
-                let roots = arr(&v["roots"]);
-                let find_root = |n: &str| roots.iter().find(|r| r["name"] == n);
-                let child_names = |node: &Value| -> BTreeSet<String> { arr(&node["children"]).iter().map(|c| s(&c["name"]).to_string()).collect() };
-                let set = |xs: &[&str]| -> BTreeSet<String> { xs.iter().map(|x| x.to_string()).collect() };
-                match find_root("tg-outer") {
-                    Some(r) => {
-                        p.check(child_names(r) == set(&["tg-inner", "tg-sibling"]), || format!("pstree root tg-outer children {:?}", child_names(r)));
-                        match arr(&r["children"]).iter().find(|c| c["name"] == "tg-inner") {
-                            Some(inner) => p.check(child_names(inner) == set(&["tg-leaf-1", "tg-leaf-2"]), || format!("tg-inner children {:?}", child_names(inner))),
-                            None => p.push("pstree: tg-inner is not under tg-outer".into()),
+            // --- threads of the two loops
+            let tids = thread_tids(&snap);
+            let main_tid = tids.get("MainThread").copied();
+            let loop2_tid = tids.get("loop-2").copied();
+            p.check(main_tid == Some(fx.pid as i64), || {
+                format!("MainThread tid is {main_tid:?}, expected the pid {}", fx.pid)
+            });
+            p.check(loop2_tid.is_some(), || {
+                format!("no thread named loop-2 in the snapshot ({:?})", tids.keys().collect::<Vec<_>>())
+            });
+
+            for name in &exp.names {
+                let Some(t) = by_name.get(name) else { continue };
+                p.check(t["state"] == "pending", || format!("{name:?}: state {} (expected pending)", t["state"]));
+                if let Some(prob) = stack_problem(&t["coroutine_stack"], &exp.stacks[name], &markers, &fixture_path) {
+                    p.push(format!("{name:?}: coroutine_stack {prob}"));
+                }
+                let kind = exp.kinds[name];
+                p.check(t["waiting_on"]["kind"] == kind, || {
+                    format!("{name:?}: waiting_on.kind {} (expected {kind})", t["waiting_on"]["kind"])
+                });
+                p.check(t["waiting_on"]["runnable"] == false, || {
+                    format!("{name:?}: waiting_on.runnable {} (a parked task)", t["waiting_on"]["runnable"])
+                });
+                let want_tid = if exp.loop2.contains(name) { loop2_tid } else { main_tid };
+                p.check(t["thread"].as_i64() == want_tid, || {
+                    format!("{name:?}: thread {} (expected {want_tid:?})", t["thread"])
+                });
+            }
+            // The primitive waited on is named (object + its type) for lock/event/queue waits.
+            for (name, ty) in [("chain-lock", "Lock"), ("chain-event", "Event"), ("chain-queue", "Queue")] {
+                if let Some(t) = by_name.get(name) {
+                    let w = &t["waiting_on"];
+                    p.check(w["object_type"] == ty && s(&w["object"]).starts_with("0x"), || {
+                        format!("{name}: waiting_on {w} (expected object_type {ty} and an object address)")
+                    });
+                }
+            }
+            // chain-event waits on the same Event object as the leaves (one Event for all).
+            if let (Some(a), Some(b)) = (by_name.get("chain-event"), by_name.get("g-a")) {
+                p.check(a["waiting_on"]["object"] == b["waiting_on"]["object"], || {
+                    "chain-event and g-a wait on the same asyncio.Event: objects differ".into()
+                });
+            }
+
+            // --- awaited-by edges, by name; awaiting must be the exact inverse
+            let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+            let mut inverse: BTreeSet<(String, String)> = BTreeSet::new();
+            for t in tasks {
+                let me = s(&t["name"]).to_string();
+                for pid in arr(&t["awaited_by"]) {
+                    edges.insert((
+                        name_of.get(s(pid)).cloned().unwrap_or_else(|| format!("<unknown {}>", s(pid))),
+                        me.clone(),
+                    ));
+                }
+                for c in arr(&t["awaiting"]) {
+                    inverse.insert((
+                        me.clone(),
+                        name_of.get(s(c)).cloned().unwrap_or_else(|| format!("<unknown {}>", s(c))),
+                    ));
+                }
+            }
+            p.check(edges == inverse, || {
+                format!("`awaiting` is not the inverse of `awaited_by`: {edges:?} vs {inverse:?}")
+            });
+            let missing: Vec<_> = exp.required_edges.difference(&edges).collect();
+            p.check(missing.is_empty(), || format!("awaited-by edges missing (parent, child): {missing:?}"));
+            let unexpected: Vec<_> =
+                edges.iter().filter(|e| !exp.required_edges.contains(*e) && !exp.optional_edges.contains(*e)).collect();
+            p.check(unexpected.is_empty(), || format!("unexpected awaited-by edges (parent, child): {unexpected:?}"));
+
+            // --- ps text: header, escaping
+            let ps = taskspy_run(&["ps", &fx.pid.to_string()]);
+            p.check(ps.code == Some(0), || format!("ps exit {:?}: {}", ps.code, ps.stderr.trim()));
+            p.check(ps.stdout.contains("task id"), || "ps text has no `task id` column header".into());
+            p.check(!ps.stdout_bytes.contains(&0x1b), || {
+                "ps text contains a raw ESC byte (control characters must be escaped)".into()
+            });
+            p.check(ps.stdout.contains(EVIL_ESCAPED), || {
+                format!("ps text does not show the control-character name escaped as {EVIL_ESCAPED}")
+            });
+            p.check(ps.stdout.contains(UNICODE_NAME), || format!("ps text does not show {UNICODE_NAME}"));
+            for n in exp.names.iter().filter(|n| n.as_str() != EVIL_NAME) {
+                p.check(ps.stdout.contains(n.as_str()), || format!("ps text does not mention task {n:?}"));
+            }
+
+            // --- pstree text: every name, escaping
+            let pt = taskspy_run(&["pstree", &fx.pid.to_string()]);
+            p.check(pt.code == Some(0), || format!("pstree exit {:?}: {}", pt.code, pt.stderr.trim()));
+            p.check(!pt.stdout_bytes.contains(&0x1b), || "pstree text contains a raw ESC byte".into());
+            p.check(pt.stdout.contains(EVIL_ESCAPED), || format!("pstree text does not show {EVIL_ESCAPED}"));
+            for n in exp.names.iter().filter(|n| n.as_str() != EVIL_NAME) {
+                p.check(pt.stdout.contains(&format!("(T) {n}")), || format!("pstree text has no line for task {n:?}"));
+            }
+
+            // --- ps --json
+            match taskspy_json("ps", fx.pid, &[]) {
+                Ok((v, out)) => {
+                    p.check(out.code == Some(0) && v["schema"] == "taskspy-ps/1", || {
+                        format!("ps --json: exit {:?}, schema {}", out.code, v["schema"])
+                    });
+                    let rows = arr(&v["rows"]);
+                    let has_row = |task: &str, awaiter: &str| {
+                        rows.iter().any(|r| r["task_name"] == task && r["awaiter_name"] == awaiter)
+                    };
+                    for (parent, child) in &exp.required_edges {
+                        p.check(has_row(child, parent), || {
+                            format!("ps --json has no row task {child:?} / awaiter {parent:?}")
+                        });
+                    }
+                    // Exactness of the names in the rows: see ps_json_rows_keep_names_exact.
+                }
+                Err(e) => p.push(format!("ps --json: {e}")),
+            }
+
+            // --- pstree --json: nested roots, each task once
+            match taskspy_json("pstree", fx.pid, &[]) {
+                Ok((v, out)) => {
+                    p.check(out.code == Some(0) && v["schema"] == "taskspy-pstree/1", || {
+                        format!("pstree --json: exit {:?}, schema {}", out.code, v["schema"])
+                    });
+                    p.check(arr(&v["cycles"]).is_empty(), || format!("pstree --json reports cycles {}", v["cycles"]));
+                    let roots = arr(&v["roots"]);
+                    let find_root = |n: &str| roots.iter().find(|r| r["name"] == n);
+                    let child_names = |node: &Value| -> BTreeSet<String> {
+                        arr(&node["children"]).iter().map(|c| s(&c["name"]).to_string()).collect()
+                    };
+                    let set = |xs: &[&str]| -> BTreeSet<String> { xs.iter().map(|x| x.to_string()).collect() };
+                    match find_root("tg-outer") {
+                        Some(r) => {
+                            p.check(child_names(r) == set(&["tg-inner", "tg-sibling"]), || {
+                                format!("pstree root tg-outer children {:?}", child_names(r))
+                            });
+                            match arr(&r["children"]).iter().find(|c| c["name"] == "tg-inner") {
+                                Some(inner) => p.check(child_names(inner) == set(&["tg-leaf-1", "tg-leaf-2"]), || {
+                                    format!("tg-inner children {:?}", child_names(inner))
+                                }),
+                                None => p.push("pstree: tg-inner is not under tg-outer".into()),
+                            }
+                        }
+                        None => p.push("pstree --json has no root tg-outer".into()),
+                    }
+                    match find_root("gatherer") {
+                        Some(r) => p.check(child_names(r) == set(&["g-a", "g-b", "g-c"]), || {
+                            format!("gatherer children {:?}", child_names(r))
+                        }),
+                        None => p.push("pstree --json has no root gatherer".into()),
+                    }
+                    match find_root("loop2-main") {
+                        Some(r) => p.check(
+                            child_names(r) == set(&["loop2-worker"]) && r["thread"].as_i64() == loop2_tid,
+                            || format!("loop2-main node: {}", truncate(&r.to_string(), 400)),
+                        ),
+                        None => p.push("pstree --json has no root loop2-main".into()),
+                    }
+                    // Every task exactly once (not counting `shown_elsewhere` references); roots are
+                    // exactly the tasks nobody awaits.
+                    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+                    fn walk(n: &Value, seen: &mut BTreeMap<String, usize>) {
+                        if n["shown_elsewhere"] != true {
+                            *seen.entry(s(&n["name"]).to_string()).or_default() += 1;
+                        }
+                        for c in arr(&n["children"]) {
+                            walk(c, seen);
                         }
                     }
-                    None => p.push("pstree --json has no root tg-outer".into()),
-                }
-                match find_root("gatherer") {
-                    Some(r) => p.check(child_names(r) == set(&["g-a", "g-b", "g-c"]), || format!("gatherer children {:?}", child_names(r))),
-                    None => p.push("pstree --json has no root gatherer".into()),
-                }
-                match find_root("loop2-main") {
-                    Some(r) => p.check(child_names(r) == set(&["loop2-worker"]) && r["thread"].as_i64() == loop2_tid, || format!("loop2-main node: {}", truncate(&r.to_string(), 400))),
-                    None => p.push("pstree --json has no root loop2-main".into()),
-                }
-                // Every task exactly once (not counting `shown_elsewhere` references); roots are
-                // exactly the tasks nobody awaits.
-                let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-                fn walk(n: &Value, seen: &mut BTreeMap<String, usize>) {
-                    if n["shown_elsewhere"] != true {
-                        *seen.entry(s(&n["name"]).to_string()).or_default() += 1;
+                    for r in roots {
+                        walk(r, &mut seen);
                     }
-                    for c in arr(&n["children"]) {
-                        walk(c, seen);
-                    }
+                    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
+                    p.check(twice.is_empty(), || format!("pstree --json shows tasks more than once: {twice:?}"));
+                    let shown: BTreeSet<String> = seen.keys().cloned().collect();
+                    p.check(shown == got, || {
+                        format!(
+                            "pstree --json tasks differ from dump: missing {:?}",
+                            got.difference(&shown).collect::<Vec<_>>()
+                        )
+                    });
+                    let root_names: BTreeSet<String> = roots.iter().map(|r| s(&r["name"]).to_string()).collect();
+                    let want_roots: BTreeSet<String> =
+                        got.iter().filter(|n| !edges.iter().any(|(_, c)| c == *n)).cloned().collect();
+                    p.check(root_names == want_roots, || {
+                        format!("pstree roots {root_names:?}, expected the unawaited tasks {want_roots:?}")
+                    });
                 }
-                for r in roots {
-                    walk(r, &mut seen);
-                }
-                let twice: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
-                p.check(twice.is_empty(), || format!("pstree --json shows tasks more than once: {twice:?}"));
-                let shown: BTreeSet<String> = seen.keys().cloned().collect();
-                p.check(shown == got, || format!("pstree --json tasks differ from dump: missing {:?}", got.difference(&shown).collect::<Vec<_>>()));
-                let root_names: BTreeSet<String> = roots.iter().map(|r| s(&r["name"]).to_string()).collect();
-                let want_roots: BTreeSet<String> = got.iter().filter(|n| !edges.iter().any(|(_, c)| c == *n)).cloned().collect();
-                p.check(root_names == want_roots, || format!("pstree roots {root_names:?}, expected the unawaited tasks {want_roots:?}"));
+                Err(e) => p.push(format!("pstree --json: {e}")),
             }
-            Err(e) => p.push(format!("pstree --json: {e}")),
-        }
-        p.finish(|| format!("snapshot tasks:\n{}", tasks_summary(&snap)))?;
-        Ok(Outcome::Pass)
-    });
+            p.finish(|| format!("snapshot tasks:\n{}", tasks_summary(&snap)))?;
+            Ok(Outcome::Pass)
+        },
+    );
 }
 
 /// docs/formats.md: "Text output escapes control characters ...; JSON carries every string
@@ -342,12 +451,16 @@ fn task_tree_every_version() {
 #[test]
 fn ps_json_rows_keep_names_exact() {
     let inv = inventory();
-    let ends: Vec<String> = inv.supported.first().into_iter().chain(inv.supported.last()).map(|i| i.version.clone()).collect();
+    let ends: Vec<String> =
+        inv.supported.first().into_iter().chain(inv.supported.last()).map(|i| i.version.clone()).collect();
     each_interpreter(
         COVERAGE,
         "ps-json-exact",
         true,
-        |i| (!ends.contains(&i.version)).then(|| "rendering check, run on the oldest and newest interpreter only".to_string()),
+        |i| {
+            (!ends.contains(&i.version))
+                .then(|| "rendering check, run on the oldest and newest interpreter only".to_string())
+        },
         |interp| {
             let fx = Fixture::start(interp, TREE, &[], &[])?;
             let (v, out) = taskspy_json("ps", fx.pid, &[])?;
@@ -439,21 +552,31 @@ fn matches_cpython_remote_debugging() {
                 return Ok(Outcome::Skip(format!("CPython's reader unavailable: {}", out.stderr.trim())));
             }
             if out.code != Some(0) {
-                let last = out.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string();
+                let last =
+                    out.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string();
                 return Ok(Outcome::Skip(format!("CPython's RemoteUnwinder failed: {last}")));
             }
             let cp = out.json()?;
             let mut p = Problems::default();
 
-            let ours: HashMap<String, &Value> = arr(&snap["tasks"]).iter().map(|t| (s(&t["id"]).to_string(), t)).collect();
-            let theirs: HashMap<String, &Value> = arr(&cp["tasks"]).iter().map(|t| (s(&t["id"]).to_string(), t)).collect();
+            let ours: HashMap<String, &Value> =
+                arr(&snap["tasks"]).iter().map(|t| (s(&t["id"]).to_string(), t)).collect();
+            let theirs: HashMap<String, &Value> =
+                arr(&cp["tasks"]).iter().map(|t| (s(&t["id"]).to_string(), t)).collect();
             // CPython 3.14.10's get_all_awaited_by() lists only the main thread's tasks (the
             // second loop's thread is missing; 3.15.2 lists both): compare the tasks of the
             // threads CPython reports, and say which ones it left out.
             let cp_threads: BTreeSet<i64> = arr(&cp["tasks"]).iter().filter_map(|t| t["thread"].as_i64()).collect();
-            p.check(cp_threads.contains(&(fx.pid as i64)), || format!("CPython reports no tasks for the main thread (threads {cp_threads:?})"));
-            let ours_cmp: BTreeSet<String> = ours.iter().filter(|(_, t)| t["thread"].as_i64().map(|x| cp_threads.contains(&x)).unwrap_or(false)).map(|(k, _)| k.clone()).collect();
-            let left_out: Vec<String> = ours.values().filter(|t| !ours_cmp.contains(s(&t["id"]))).map(|t| s(&t["name"]).to_string()).collect();
+            p.check(cp_threads.contains(&(fx.pid as i64)), || {
+                format!("CPython reports no tasks for the main thread (threads {cp_threads:?})")
+            });
+            let ours_cmp: BTreeSet<String> = ours
+                .iter()
+                .filter(|(_, t)| t["thread"].as_i64().map(|x| cp_threads.contains(&x)).unwrap_or(false))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let left_out: Vec<String> =
+                ours.values().filter(|t| !ours_cmp.contains(s(&t["id"]))).map(|t| s(&t["name"]).to_string()).collect();
             if !left_out.is_empty() {
                 note(&format!(
                     "note: Python {}: CPython's get_all_awaited_by() does not list thread(s) {:?} (tasks {left_out:?}); compared the other {} tasks",
@@ -481,22 +604,44 @@ fn matches_cpython_remote_debugging() {
                 } else if t["name"] != oname {
                     note(&format!("note: Python {}: CPython names task {id} {} (taskspy: {oname:?}); non-ASCII names not compared", interp.version, t["name"]));
                 }
-                p.check(o["thread"] == t["thread"], || format!("{oname:?}: taskspy thread {}, CPython thread {}", o["thread"], t["thread"]));
+                p.check(o["thread"] == t["thread"], || {
+                    format!("{oname:?}: taskspy thread {}, CPython thread {}", o["thread"], t["thread"])
+                });
                 // CPython: a list of CoroInfo, each with its call stack innermost first; flattened
                 // in that order it is taskspy's coroutine_stack.
                 let cp_stack: Vec<(String, i64)> = arr(&t["coroutine_stack"]).iter().flat_map(frames_of).collect();
                 let our_stack = frames_of(&o["coroutine_stack"]);
-                p.check(cp_stack == our_stack, || format!("{oname:?}: coroutine stack taskspy {} vs CPython {}", fmt_frames(&our_stack), fmt_frames(&cp_stack)));
-                let cp_parents: BTreeSet<String> = arr(&t["awaited_by"]).iter().map(|a| s(&a["parent"]).to_string()).collect();
+                p.check(cp_stack == our_stack, || {
+                    format!(
+                        "{oname:?}: coroutine stack taskspy {} vs CPython {}",
+                        fmt_frames(&our_stack),
+                        fmt_frames(&cp_stack)
+                    )
+                });
+                let cp_parents: BTreeSet<String> =
+                    arr(&t["awaited_by"]).iter().map(|a| s(&a["parent"]).to_string()).collect();
                 let our_parents: BTreeSet<String> = arr(&o["awaited_by"]).iter().map(|x| s(x).to_string()).collect();
-                let nm = |ids: &BTreeSet<String>| ids.iter().map(|i| ours.get(i).map(|t| s(&t["name"]).to_string()).unwrap_or_else(|| i.clone())).collect::<Vec<_>>();
-                p.check(cp_parents == our_parents, || format!("{oname:?}: awaited by taskspy {:?} vs CPython {:?}", nm(&our_parents), nm(&cp_parents)));
+                let nm = |ids: &BTreeSet<String>| {
+                    ids.iter()
+                        .map(|i| ours.get(i).map(|t| s(&t["name"]).to_string()).unwrap_or_else(|| i.clone()))
+                        .collect::<Vec<_>>()
+                };
+                p.check(cp_parents == our_parents, || {
+                    format!("{oname:?}: awaited by taskspy {:?} vs CPython {:?}", nm(&our_parents), nm(&cp_parents))
+                });
                 // CPython's awaited_by entries also carry the parent's stack: it is the parent's
                 // coroutine stack.
                 for a in arr(&t["awaited_by"]) {
                     if let Some(parent) = ours.get(s(&a["parent"])) {
                         let ps = frames_of(&a["stack"]);
-                        p.check(ps == frames_of(&parent["coroutine_stack"]), || format!("{oname:?}: awaiter {:?} stack per CPython {}, taskspy {}", s(&parent["name"]), fmt_frames(&ps), fmt_frames(&frames_of(&parent["coroutine_stack"]))));
+                        p.check(ps == frames_of(&parent["coroutine_stack"]), || {
+                            format!(
+                                "{oname:?}: awaiter {:?} stack per CPython {}, taskspy {}",
+                                s(&parent["name"]),
+                                fmt_frames(&ps),
+                                fmt_frames(&frames_of(&parent["coroutine_stack"]))
+                            )
+                        });
                     }
                 }
             }
@@ -512,63 +657,91 @@ fn matches_cpython_remote_debugging() {
 
 #[test]
 fn five_thousand_tasks() {
-    each_interpreter(COVERAGE, "many", true, |_| None, |interp| {
-        let fx = Fixture::start(interp, "async_many.py", &[], &[])?;
-        let mut expected: BTreeSet<String> = BTreeSet::new();
-        expected.insert("many-main".into());
-        for g in 0..50 {
-            expected.insert(format!("grp-{g:02}"));
-            for l in 0..99 {
-                expected.insert(format!("leaf-{g:02}-{l:03}"));
-            }
-        }
-        assert_eq!(expected.len(), 5001);
-        let mut p = Problems::default();
-        let t0 = Instant::now();
-        let snap = dump_json(fx.pid)?;
-        let dump_time = t0.elapsed();
-        let names: Vec<String> = arr(&snap["tasks"]).iter().map(|t| s(&t["name"]).to_string()).collect();
-        let got: BTreeSet<String> = names.iter().cloned().collect();
-        p.check(names.len() == 5001, || format!("dump --json has {} tasks, expected 5001", names.len()));
-        p.check(got == expected, || format!("task names differ: {} missing, {} unexpected", expected.difference(&got).count(), got.difference(&expected).count()));
-
-        // pstree (text) finishes and lists every task name exactly once.
-        let t1 = Instant::now();
-        let pt = taskspy_run(&["pstree", &fx.pid.to_string()]);
-        let pstree_time = t1.elapsed();
-        p.check(pt.code == Some(0) && !pt.timed_out, || format!("pstree: exit {:?}, timed out {}, {}", pt.code, pt.timed_out, pt.stderr.trim()));
-        let mut count: HashMap<&str, usize> = HashMap::new();
-        for l in pt.stdout.lines() {
-            if let Some((_, rest)) = l.split_once("(T) ") {
-                *count.entry(rest.split_whitespace().next().unwrap_or("")).or_default() += 1;
-            }
-        }
-        let bad: Vec<String> = expected.iter().filter(|n| count.get(n.as_str()).copied().unwrap_or(0) != 1).take(10).map(|n| format!("{n}: {}", count.get(n.as_str()).copied().unwrap_or(0))).collect();
-        p.check(bad.is_empty(), || format!("pstree does not list every task exactly once (name: times): {bad:?}"));
-        p.check(count.len() == 5001, || format!("pstree lists {} distinct task lines, expected 5001", count.len()));
-
-        // pstree --json: every group has its 99 leaves as children.
-        match taskspy_json("pstree", fx.pid, &[]) {
-            Ok((v, _)) => {
-                let roots = arr(&v["roots"]);
-                for g in 0..50 {
-                    let name = format!("grp-{g:02}");
-                    match roots.iter().find(|r| r["name"] == name.as_str()) {
-                        Some(r) => {
-                            let kids = arr(&r["children"]);
-                            let ok = kids.len() == 99 && kids.iter().all(|c| s(&c["name"]).starts_with(&format!("leaf-{g:02}-")));
-                            p.check(ok, || format!("{name} has {} children in pstree --json (expected its 99 leaves)", kids.len()));
-                        }
-                        None => p.push(format!("pstree --json has no root {name}")),
-                    }
+    each_interpreter(
+        COVERAGE,
+        "many",
+        true,
+        |_| None,
+        |interp| {
+            let fx = Fixture::start(interp, "async_many.py", &[], &[])?;
+            let mut expected: BTreeSet<String> = BTreeSet::new();
+            expected.insert("many-main".into());
+            for g in 0..50 {
+                expected.insert(format!("grp-{g:02}"));
+                for l in 0..99 {
+                    expected.insert(format!("leaf-{g:02}-{l:03}"));
                 }
             }
-            Err(e) => p.push(format!("pstree --json: {e}")),
-        }
-        note(&format!("  Python {}: 5,001 tasks: dump --json {dump_time:.2?}, pstree {pstree_time:.2?}", interp.version));
-        p.finish(String::new)?;
-        Ok(Outcome::Pass)
-    });
+            assert_eq!(expected.len(), 5001);
+            let mut p = Problems::default();
+            let t0 = Instant::now();
+            let snap = dump_json(fx.pid)?;
+            let dump_time = t0.elapsed();
+            let names: Vec<String> = arr(&snap["tasks"]).iter().map(|t| s(&t["name"]).to_string()).collect();
+            let got: BTreeSet<String> = names.iter().cloned().collect();
+            p.check(names.len() == 5001, || format!("dump --json has {} tasks, expected 5001", names.len()));
+            p.check(got == expected, || {
+                format!(
+                    "task names differ: {} missing, {} unexpected",
+                    expected.difference(&got).count(),
+                    got.difference(&expected).count()
+                )
+            });
+
+            // pstree (text) finishes and lists every task name exactly once.
+            let t1 = Instant::now();
+            let pt = taskspy_run(&["pstree", &fx.pid.to_string()]);
+            let pstree_time = t1.elapsed();
+            p.check(pt.code == Some(0) && !pt.timed_out, || {
+                format!("pstree: exit {:?}, timed out {}, {}", pt.code, pt.timed_out, pt.stderr.trim())
+            });
+            let mut count: HashMap<&str, usize> = HashMap::new();
+            for l in pt.stdout.lines() {
+                if let Some((_, rest)) = l.split_once("(T) ") {
+                    *count.entry(rest.split_whitespace().next().unwrap_or("")).or_default() += 1;
+                }
+            }
+            let bad: Vec<String> = expected
+                .iter()
+                .filter(|n| count.get(n.as_str()).copied().unwrap_or(0) != 1)
+                .take(10)
+                .map(|n| format!("{n}: {}", count.get(n.as_str()).copied().unwrap_or(0)))
+                .collect();
+            p.check(bad.is_empty(), || format!("pstree does not list every task exactly once (name: times): {bad:?}"));
+            p.check(count.len() == 5001, || format!("pstree lists {} distinct task lines, expected 5001", count.len()));
+
+            // pstree --json: every group has its 99 leaves as children.
+            match taskspy_json("pstree", fx.pid, &[]) {
+                Ok((v, _)) => {
+                    let roots = arr(&v["roots"]);
+                    for g in 0..50 {
+                        let name = format!("grp-{g:02}");
+                        match roots.iter().find(|r| r["name"] == name.as_str()) {
+                            Some(r) => {
+                                let kids = arr(&r["children"]);
+                                let ok = kids.len() == 99
+                                    && kids.iter().all(|c| s(&c["name"]).starts_with(&format!("leaf-{g:02}-")));
+                                p.check(ok, || {
+                                    format!(
+                                        "{name} has {} children in pstree --json (expected its 99 leaves)",
+                                        kids.len()
+                                    )
+                                });
+                            }
+                            None => p.push(format!("pstree --json has no root {name}")),
+                        }
+                    }
+                }
+                Err(e) => p.push(format!("pstree --json: {e}")),
+            }
+            note(&format!(
+                "  Python {}: 5,001 tasks: dump --json {dump_time:.2?}, pstree {pstree_time:.2?}",
+                interp.version
+            ));
+            p.finish(String::new)?;
+            Ok(Outcome::Pass)
+        },
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -582,8 +755,10 @@ const CHURN_MINORS: [u32; 3] = [8, 12, 14];
 fn churn_dump_200_times() {
     let inv = inventory();
     // The first interpreter of each chosen minor version.
-    let chosen: Vec<String> =
-        CHURN_MINORS.iter().filter_map(|m| inv.supported.iter().find(|i| i.minor() == (3, *m)).map(|i| i.version.clone())).collect();
+    let chosen: Vec<String> = CHURN_MINORS
+        .iter()
+        .filter_map(|m| inv.supported.iter().find(|i| i.minor() == (3, *m)).map(|i| i.version.clone()))
+        .collect();
     for m in CHURN_MINORS {
         if !inv.supported.iter().any(|i| i.minor() == (3, m)) {
             note(&format!("SKIP churn on 3.{m}: no interpreter for it"));
@@ -593,7 +768,10 @@ fn churn_dump_200_times() {
         COVERAGE,
         "churn",
         true,
-        |i| (!chosen.contains(&i.version)).then(|| format!("churn runs on one interpreter each of 3.{{8,12,14}} (time budget): {chosen:?}")),
+        |i| {
+            (!chosen.contains(&i.version))
+                .then(|| format!("churn runs on one interpreter each of 3.{{8,12,14}} (time budget): {chosen:?}"))
+        },
         |interp| {
             let mut fx = Fixture::start(interp, "async_churn.py", &[], &[])?;
             let pid = fx.pid.to_string();
@@ -611,16 +789,25 @@ fn churn_dump_200_times() {
                 }
                 match out.code {
                     Some(0) => match serde_json::from_str::<Value>(&out.stdout) {
-                        Ok(v) if v["schema"] == "taskspy/1" && v["tasks"].is_array() && v["threads"].is_array() => task_counts.push(arr(&v["tasks"]).len()),
-                        Ok(v) => bad.push(format!("run {n}: exit 0 but not a taskspy/1 snapshot: {}", truncate(&v.to_string(), 200))),
-                        Err(e) => bad.push(format!("run {n}: exit 0 but invalid JSON ({e}): {}", truncate(&out.stdout, 200))),
+                        Ok(v) if v["schema"] == "taskspy/1" && v["tasks"].is_array() && v["threads"].is_array() => {
+                            task_counts.push(arr(&v["tasks"]).len())
+                        }
+                        Ok(v) => bad.push(format!(
+                            "run {n}: exit 0 but not a taskspy/1 snapshot: {}",
+                            truncate(&v.to_string(), 200)
+                        )),
+                        Err(e) => {
+                            bad.push(format!("run {n}: exit 0 but invalid JSON ({e}): {}", truncate(&out.stdout, 200)))
+                        }
                     },
                     code => {
                         let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
                         let one_line = lines.len() == 1 && lines[0].starts_with("taskspy: error:");
                         // Exit 101 / "internal error" is a Rust panic (caught by taskspy's hook):
                         // reading a changing target must fail cleanly, never panic.
-                        let panicked = code == Some(101) || out.stderr.contains("panicked") || out.stderr.contains("internal error");
+                        let panicked = code == Some(101)
+                            || out.stderr.contains("panicked")
+                            || out.stderr.contains("internal error");
                         if panicked || !one_line || code.is_none() {
                             bad.push(format!("run {n}: exit {code:?}, stderr {:?}", truncate(out.stderr.trim(), 300)));
                         }
@@ -634,8 +821,12 @@ fn churn_dump_200_times() {
             let beat = fx.next_line(Duration::from_secs(3));
             let mut p = Problems::default();
             p.check(alive, || "the target is not alive after the dumps".into());
-            p.check(beat.as_deref().map(|l| l.starts_with("HEARTBEAT")).unwrap_or(false), || format!("no new heartbeat from the target within 3 s (got {beat:?})"));
-            p.check(task_counts.len() * 2 >= CHURN_RUNS, || format!("only {} of {CHURN_RUNS} dumps succeeded under churn", task_counts.len()));
+            p.check(beat.as_deref().map(|l| l.starts_with("HEARTBEAT")).unwrap_or(false), || {
+                format!("no new heartbeat from the target within 3 s (got {beat:?})")
+            });
+            p.check(task_counts.len() * 2 >= CHURN_RUNS, || {
+                format!("only {} of {CHURN_RUNS} dumps succeeded under churn", task_counts.len())
+            });
             let mut distinct: Vec<String> = Vec::new();
             for b in &bad {
                 let tail = b.split_once(": ").map(|x| x.1).unwrap_or(b).to_string();
@@ -677,7 +868,11 @@ fn uvloop_python(interp: &Interpreter) -> Result<PathBuf, String> {
     let py = dir.join("bin").join("python");
     let unavailable = cache.join(format!("venv-uvloop-{}.unavailable", interp.version));
     // One creator at a time (parallel test runs share the cache).
-    let lockf = std::fs::OpenOptions::new().create(true).append(true).open(cache.join(format!(".venv-uvloop-{}.lock", interp.version))).map_err(|e| e.to_string())?;
+    let lockf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cache.join(format!(".venv-uvloop-{}.lock", interp.version)))
+        .map_err(|e| e.to_string())?;
     // SAFETY: flock on a file descriptor we own; released when `lockf` is dropped.
     unsafe { libc::flock(lockf.as_raw_fd(), libc::LOCK_EX) };
     let imports = |py: &PathBuf| {
@@ -692,9 +887,18 @@ fn uvloop_python(interp: &Interpreter) -> Result<PathBuf, String> {
         }
     }
     if let Ok(meta) = std::fs::metadata(&unavailable) {
-        let fresh = meta.modified().ok().and_then(|m| m.elapsed().ok()).map(|age| age < Duration::from_secs(86_400)).unwrap_or(false);
+        let fresh = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .map(|age| age < Duration::from_secs(86_400))
+            .unwrap_or(false);
         if fresh {
-            return Err(format!("{} (cached in {}; delete it to retry)", std::fs::read_to_string(&unavailable).unwrap_or_default().trim(), unavailable.display()));
+            return Err(format!(
+                "{} (cached in {}; delete it to retry)",
+                std::fs::read_to_string(&unavailable).unwrap_or_default().trim(),
+                unavailable.display()
+            ));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -710,7 +914,20 @@ fn uvloop_python(interp: &Interpreter) -> Result<PathBuf, String> {
         return fail(format!("python -m venv failed: {}", out.stderr.lines().last().unwrap_or("").trim()));
     }
     let mut pip = interp.command_with(&py);
-    pip.args(["-m", "pip", "install", "--only-binary", ":all:", "--timeout", "20", "--retries", "1", "--disable-pip-version-check", "-q", "uvloop"]);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--only-binary",
+        ":all:",
+        "--timeout",
+        "20",
+        "--retries",
+        "1",
+        "--disable-pip-version-check",
+        "-q",
+        "uvloop",
+    ]);
     let out = run(pip, Duration::from_secs(240));
     if out.code != Some(0) {
         let why = out.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("pip failed").trim().to_string();
@@ -718,7 +935,10 @@ fn uvloop_python(interp: &Interpreter) -> Result<PathBuf, String> {
     }
     let out = imports(&py);
     if out.code != Some(0) {
-        return fail(format!("uvloop installed but does not import: {}", out.stderr.lines().last().unwrap_or("").trim()));
+        return fail(format!(
+            "uvloop installed but does not import: {}",
+            out.stderr.lines().last().unwrap_or("").trim()
+        ));
     }
     note(&format!("  created {} (uvloop {})", dir.display(), out.stdout.trim()));
     Ok(py)
@@ -729,49 +949,70 @@ fn uvloop_tasks() {
     let script = "async_uvloop.py";
     let markers = park_markers(&fixture_path(script));
     let fixture_path = fixture_path(script).display().to_string();
-    each_interpreter(COVERAGE, "uvloop", false, |_| None, |interp| {
-        let py = match uvloop_python(interp) {
-            Ok(p) => p,
-            Err(why) => return Ok(Outcome::Skip(why)),
-        };
-        let fx = Fixture::start_with(interp, &py, script, &[], &[])?;
-        let mut p = Problems::default();
-        p.check(fx.before_ready.iter().any(|l| l == "LOOP uvloop.Loop"), || format!("the fixture does not run on uvloop: {:?}", fx.before_ready));
-        let snap = dump_json(fx.pid)?;
-        let by_name: HashMap<&str, &Value> = arr(&snap["tasks"]).iter().map(|t| (s(&t["name"]), t)).collect();
-        let name_of: HashMap<&str, &str> = arr(&snap["tasks"]).iter().map(|t| (s(&t["id"]), s(&t["name"]))).collect();
-        let expected = [
-            ("uv-main", "main"),
-            ("uv-gatherer", "gather"),
-            ("uv-worker-1", "worker"),
-            ("uv-worker-2", "worker"),
-            ("uv-sleeper", "sleep"),
-            ("uv-awaiter", "await_task"),
-            ("uv-awaitee", "worker"),
-        ];
-        let got: BTreeSet<&str> = by_name.keys().copied().collect();
-        let want: BTreeSet<&str> = expected.iter().map(|e| e.0).collect();
-        p.check(got == want, || format!("task names on uvloop: {got:?}, expected {want:?}"));
-        for (name, tag) in expected {
-            let Some(t) = by_name.get(name) else { continue };
-            p.check(t["state"] == "pending", || format!("{name}: state {}", t["state"]));
-            p.check(t["thread"].as_i64() == Some(fx.pid as i64), || format!("{name}: thread {} (expected MainThread {})", t["thread"], fx.pid));
-            let line = marker(&markers, tag);
-            let user = arr(&t["coroutine_stack"]).iter().find(|f| s(&f["file"]) == fixture_path);
-            p.check(user.map(|f| f["line"].as_i64() == Some(line)).unwrap_or(false), || {
-                format!("{name}: first fixture frame should be at line {line} (PARK:{tag}): {}", fmt_frames(&frames_of(&t["coroutine_stack"])))
+    each_interpreter(
+        COVERAGE,
+        "uvloop",
+        false,
+        |_| None,
+        |interp| {
+            let py = match uvloop_python(interp) {
+                Ok(p) => p,
+                Err(why) => return Ok(Outcome::Skip(why)),
+            };
+            let fx = Fixture::start_with(interp, &py, script, &[], &[])?;
+            let mut p = Problems::default();
+            p.check(fx.before_ready.iter().any(|l| l == "LOOP uvloop.Loop"), || {
+                format!("the fixture does not run on uvloop: {:?}", fx.before_ready)
             });
-        }
-        let parents = |child: &str| -> BTreeSet<&str> {
-            by_name.get(child).map(|t| arr(&t["awaited_by"]).iter().map(|x| name_of.get(s(x)).copied().unwrap_or("?")).collect()).unwrap_or_default()
-        };
-        for (child, parent) in [("uv-worker-1", "uv-gatherer"), ("uv-worker-2", "uv-gatherer"), ("uv-awaitee", "uv-awaiter")] {
-            p.check(parents(child) == [parent].into_iter().collect(), || format!("{child} awaited by {:?}, expected {parent}", parents(child)));
-        }
-        if let Some(t) = by_name.get("uv-sleeper") {
-            p.check(t["waiting_on"]["kind"] == "sleep", || format!("uv-sleeper waiting_on {}", t["waiting_on"]));
-        }
-        p.finish(|| tasks_summary(&snap))?;
-        Ok(Outcome::Pass)
-    });
+            let snap = dump_json(fx.pid)?;
+            let by_name: HashMap<&str, &Value> = arr(&snap["tasks"]).iter().map(|t| (s(&t["name"]), t)).collect();
+            let name_of: HashMap<&str, &str> =
+                arr(&snap["tasks"]).iter().map(|t| (s(&t["id"]), s(&t["name"]))).collect();
+            let expected = [
+                ("uv-main", "main"),
+                ("uv-gatherer", "gather"),
+                ("uv-worker-1", "worker"),
+                ("uv-worker-2", "worker"),
+                ("uv-sleeper", "sleep"),
+                ("uv-awaiter", "await_task"),
+                ("uv-awaitee", "worker"),
+            ];
+            let got: BTreeSet<&str> = by_name.keys().copied().collect();
+            let want: BTreeSet<&str> = expected.iter().map(|e| e.0).collect();
+            p.check(got == want, || format!("task names on uvloop: {got:?}, expected {want:?}"));
+            for (name, tag) in expected {
+                let Some(t) = by_name.get(name) else { continue };
+                p.check(t["state"] == "pending", || format!("{name}: state {}", t["state"]));
+                p.check(t["thread"].as_i64() == Some(fx.pid as i64), || {
+                    format!("{name}: thread {} (expected MainThread {})", t["thread"], fx.pid)
+                });
+                let line = marker(&markers, tag);
+                let user = arr(&t["coroutine_stack"]).iter().find(|f| s(&f["file"]) == fixture_path);
+                p.check(user.map(|f| f["line"].as_i64() == Some(line)).unwrap_or(false), || {
+                    format!(
+                        "{name}: first fixture frame should be at line {line} (PARK:{tag}): {}",
+                        fmt_frames(&frames_of(&t["coroutine_stack"]))
+                    )
+                });
+            }
+            let parents = |child: &str| -> BTreeSet<&str> {
+                by_name
+                    .get(child)
+                    .map(|t| arr(&t["awaited_by"]).iter().map(|x| name_of.get(s(x)).copied().unwrap_or("?")).collect())
+                    .unwrap_or_default()
+            };
+            for (child, parent) in
+                [("uv-worker-1", "uv-gatherer"), ("uv-worker-2", "uv-gatherer"), ("uv-awaitee", "uv-awaiter")]
+            {
+                p.check(parents(child) == [parent].into_iter().collect(), || {
+                    format!("{child} awaited by {:?}, expected {parent}", parents(child))
+                });
+            }
+            if let Some(t) = by_name.get("uv-sleeper") {
+                p.check(t["waiting_on"]["kind"] == "sleep", || format!("uv-sleeper waiting_on {}", t["waiting_on"]));
+            }
+            p.finish(|| tasks_summary(&snap))?;
+            Ok(Outcome::Pass)
+        },
+    );
 }

@@ -842,7 +842,9 @@ fn spawn_sleep() -> Result<ChildGuard, String> {
 /// advice to run as root / grant CAP_SYS_PTRACE / check ptrace_scope.
 #[test]
 fn permission_denied_is_one_line_with_advice() {
-    let python = ["/root/.pyenv/versions/3.12.1/bin/python3", "/usr/bin/python3"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let python = ["/root/.pyenv/versions/3.12.1/bin/python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
     let (Some(python), true) = (python, std::path::Path::new("/usr/bin/setpriv").exists()) else {
         note("SKIP permission test: needs /usr/bin/setpriv and a python3");
         return;

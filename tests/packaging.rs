@@ -90,7 +90,11 @@ fn completions_mention_every_subcommand() {
         let script = run_ok(Command::new(taskspy()).args(["completions", shell]));
         assert!(script.len() > 1000, "{shell} completions are suspiciously short:\n{script}");
         for s in &subs {
-            assert!(script.contains(&pattern(s)), "{shell} completions do not offer subcommand {s:?} (looked for {:?})", pattern(s));
+            assert!(
+                script.contains(&pattern(s)),
+                "{shell} completions do not offer subcommand {s:?} (looked for {:?})",
+                pattern(s)
+            );
         }
         assert!(script.contains(color_flag), "{shell} completions lack the global --color flag");
         assert!(!script.as_bytes().contains(&ESC), "{shell} completions contain an escape byte");
@@ -126,7 +130,15 @@ fn man_page_mentions_every_subcommand() {
     let page = run_ok(Command::new(taskspy()).arg("man"));
     assert!(page.len() > 2000, "man page suspiciously short:\n{page}");
     assert!(page.lines().any(|l| l.starts_with(".TH TASKSPY 1")), "no .TH title line:\n{page}");
-    for section in [".SH NAME", ".SH SYNOPSIS", ".SH DESCRIPTION", ".SH OPTIONS", ".SH COMMANDS", ".SH \"EXIT STATUS\"", ".SH ENVIRONMENT"] {
+    for section in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH DESCRIPTION",
+        ".SH OPTIONS",
+        ".SH COMMANDS",
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+    ] {
         assert!(page.contains(section), "man page lacks {section}");
     }
     for s in subcommands().iter().filter(|s| *s != "help") {
@@ -212,10 +224,18 @@ fn toml_string(text: &str, section: &str, key: &str) -> Option<String> {
 fn pyproject_agrees_with_cargo() {
     let cargo = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
     let py = std::fs::read_to_string(repo_root().join("pyproject.toml")).unwrap();
-    assert_eq!(toml_string(&py, "project", "version"), None, "pyproject.toml must not set a version (it comes from Cargo.toml)");
+    assert_eq!(
+        toml_string(&py, "project", "version"),
+        None,
+        "pyproject.toml must not set a version (it comes from Cargo.toml)"
+    );
     assert_eq!(toml_string(&py, "project", "dynamic").as_deref(), Some("[\"version\"]"));
     for key in ["name", "description", "license"] {
-        assert_eq!(toml_string(&py, "project", key), toml_string(&cargo, "package", key), "{key} differs between pyproject.toml and Cargo.toml");
+        assert_eq!(
+            toml_string(&py, "project", key),
+            toml_string(&cargo, "package", key),
+            "{key} differs between pyproject.toml and Cargo.toml"
+        );
     }
     assert_eq!(toml_string(&py, "tool.maturin", "bindings").as_deref(), Some("bin"));
     for key in ["description", "license", "readme", "rust-version", "keywords", "categories"] {
@@ -277,7 +297,8 @@ fn spawn_fixture(python: &Path, thread_name: &str) -> Guard {
 fn run_on_pty(args: &[String], no_color: Option<&str>) -> (Option<i32>, Vec<u8>) {
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty fills two descriptors we then own; null name/termios/winsize are allowed.
-    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    let rc =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(rc, 0, "openpty failed: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just returned by openpty and are owned by nobody else.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
@@ -351,19 +372,33 @@ fn color_follows_flag_no_color_and_tty() {
     let piped_always = run_piped(&args(&["--color", "always"]), None);
     assert!(piped_always.status.success());
     assert!(piped_always.stdout.contains(&ESC), "--color always (piped) has no ESC: the colour tests could not fail");
-    let plain: String = String::from_utf8_lossy(&piped_always.stdout).replace("\x1b[1m", "").replace("\x1b[32m", "").replace("\x1b[0m", "");
+    let plain: String = String::from_utf8_lossy(&piped_always.stdout)
+        .replace("\x1b[1m", "")
+        .replace("\x1b[32m", "")
+        .replace("\x1b[0m", "");
     assert!(plain.contains("Thread ") && plain.contains("\"color-worker\""), "colouring changed the text:\n{plain}");
     // --color may also come before the subcommand (global flag).
     let before = run_piped(&["--color".into(), "always".into(), "dump".into(), pid.clone()], None);
-    assert!(before.status.success() && before.stdout.contains(&ESC), "--color always before the subcommand had no effect");
+    assert!(
+        before.status.success() && before.stdout.contains(&ESC),
+        "--color always before the subcommand had no effect"
+    );
 
     // On a terminal: colour by default; NO_COLOR (non-empty) turns it off unless --color always.
     let (code, tty) = run_on_pty(&args(&[]), None);
     assert_eq!(code, Some(0));
-    assert!(tty.contains(&ESC), "no colour on a terminal with --color auto and no NO_COLOR:\n{}", String::from_utf8_lossy(&tty));
+    assert!(
+        tty.contains(&ESC),
+        "no colour on a terminal with --color auto and no NO_COLOR:\n{}",
+        String::from_utf8_lossy(&tty)
+    );
     let (code, tty) = run_on_pty(&args(&["--color", "auto"]), Some("1"));
     assert_eq!(code, Some(0));
-    assert!(!tty.contains(&ESC), "NO_COLOR=1 --color auto on a terminal contains ESC:\n{}", String::from_utf8_lossy(&tty));
+    assert!(
+        !tty.contains(&ESC),
+        "NO_COLOR=1 --color auto on a terminal contains ESC:\n{}",
+        String::from_utf8_lossy(&tty)
+    );
     let (code, tty) = run_on_pty(&args(&[]), Some(""));
     assert_eq!(code, Some(0));
     assert!(tty.contains(&ESC), "an empty NO_COLOR must not disable colour");
@@ -406,7 +441,10 @@ fn wheel_installs_and_runs_in_fresh_venvs() {
         .filter(|(v, p)| {
             let ok = p.exists();
             if !ok {
-                note(&format!("SKIP wheel test on Python {v}: {} does not exist (run scripts/provision.sh)", p.display()));
+                note(&format!(
+                    "SKIP wheel test on Python {v}: {} does not exist (run scripts/provision.sh)",
+                    p.display()
+                ));
             }
             ok
         })
@@ -440,7 +478,15 @@ fn wheel_installs_and_runs_in_fresh_venvs() {
         run_ok(Command::new(python).args(["-m", "venv"]).arg(&venv).env_remove("PYTHONPATH").env_remove("PYTHONHOME"));
         run_ok(
             Command::new(venv.join("bin/python"))
-                .args(["-m", "pip", "install", "--no-index", "--no-cache-dir", "--disable-pip-version-check", "--quiet"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-index",
+                    "--no-cache-dir",
+                    "--disable-pip-version-check",
+                    "--quiet",
+                ])
                 .arg(&wheel)
                 .env_remove("PIP_INDEX_URL")
                 .env_remove("PIP_FIND_LINKS"),
@@ -448,7 +494,11 @@ fn wheel_installs_and_runs_in_fresh_venvs() {
         let exe = venv.join("bin/taskspy");
         assert!(exe.exists(), "pip install did not create {}", exe.display());
         // On the venv's PATH (what activation does): the installed binary is found first.
-        let found = run_ok(Command::new("sh").args(["-c", "command -v taskspy"]).env("PATH", format!("{}:/usr/bin:/bin", venv.join("bin").display())));
+        let found = run_ok(
+            Command::new("sh")
+                .args(["-c", "command -v taskspy"])
+                .env("PATH", format!("{}:/usr/bin:/bin", venv.join("bin").display())),
+        );
         assert_eq!(Path::new(found.trim()), exe.as_path(), "taskspy on the venv's PATH is not the installed one");
         assert_eq!(run_ok(Command::new(&exe).arg("--version")).trim(), format!("taskspy {version}"));
 
@@ -461,16 +511,26 @@ fn wheel_installs_and_runs_in_fresh_venvs() {
             continue;
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "installed taskspy dump --json {pid} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-        let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
+        assert!(
+            out.status.success(),
+            "installed taskspy dump --json {pid} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
         assert_eq!(doc["schema"], "taskspy/1");
         assert_eq!(doc["pid"], pid);
         let py_version = doc["python"]["version"].as_str().unwrap_or("");
         assert!(py_version.starts_with(&format!("{v}.")), "Python {v} venv reported version {py_version:?}");
-        let names: Vec<&str> = doc["threads"].as_array().expect("threads").iter().filter_map(|t| t["name"].as_str()).collect();
+        let names: Vec<&str> =
+            doc["threads"].as_array().expect("threads").iter().filter_map(|t| t["name"].as_str()).collect();
         assert!(names.contains(&"wheel-worker"), "no thread named wheel-worker on Python {v}: {names:?}");
         drop(fixture);
-        note(&format!("wheel test: Python {py_version} venv: installed and dumped in {:.1} s", t0.elapsed().as_secs_f64()));
+        note(&format!(
+            "wheel test: Python {py_version} venv: installed and dumped in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        ));
     }
     note(&format!(
         "wheel test: {wheel_name} (build/check {:.1} s), total {:.1} s",

@@ -17,10 +17,10 @@
 
 mod common;
 
+use common::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use common::*;
 
 const COVERAGE: &str = "top";
 const SERVICE: &str = "asyncio_service.py";
@@ -60,7 +60,9 @@ impl Tmux {
     fn start(cwd: &Path, shell_cmd: &str) -> Result<Tmux, String> {
         let t = Tmux { socket: unique("taskspy-tmux"), session: unique("top") };
         let mut c = t.cmd();
-        c.args(["-f", "/dev/null", "new-session", "-d", "-s", &t.session, "-x", "160", "-y", "45", "-c"]).arg(cwd).arg(shell_cmd);
+        c.args(["-f", "/dev/null", "new-session", "-d", "-s", &t.session, "-x", "160", "-y", "45", "-c"])
+            .arg(cwd)
+            .arg(shell_cmd);
         c.env("TERM", "xterm-256color").env_remove("TMUX");
         let out = run(c, Duration::from_secs(20));
         if out.code != Some(0) {
@@ -129,7 +131,17 @@ fn tasks_title_count(screen: &str) -> Option<usize> {
 }
 
 fn service_task_names(interp: &Interpreter) -> Vec<&'static str> {
-    let mut v = vec!["service-main", "accept-loop", "worker-1", "worker-2", "worker-3", "fetch-a", "fetch-b", "supervisor", "job-runner"];
+    let mut v = vec![
+        "service-main",
+        "accept-loop",
+        "worker-1",
+        "worker-2",
+        "worker-3",
+        "fetch-a",
+        "fetch-b",
+        "supervisor",
+        "job-runner",
+    ];
     if interp.at_least(11) {
         v.extend(["group-parent", "group-child-1", "group-child-2"]);
     }
@@ -143,7 +155,8 @@ fn top_cmd(args: &str) -> String {
 /// The oldest and the newest supported interpreter.
 fn ends() -> Vec<String> {
     let inv = inventory();
-    let mut v: Vec<String> = inv.supported.first().into_iter().chain(inv.supported.last()).map(|i| i.version.clone()).collect();
+    let mut v: Vec<String> =
+        inv.supported.first().into_iter().chain(inv.supported.last()).map(|i| i.version.clone()).collect();
     v.dedup();
     v
 }
@@ -155,91 +168,132 @@ fn only(versions: Vec<String>, why: &'static str) -> impl Fn(&Interpreter) -> Op
 #[test]
 fn live_session() {
     let tmux_missing = tmux_available();
-    each_interpreter(COVERAGE, "top-live", false, only(ends(), "the TUI is run on the oldest and newest interpreter"), |interp| {
-        if let Some(why) = &tmux_missing {
-            return Ok(Outcome::Skip(why.clone()));
-        }
-        let fx = Fixture::start(interp, SERVICE, &[], &[])?;
-        let dir = TempDir::new("taskspy-top");
-        let tm = Tmux::start(&dir.0, &top_cmd(&format!("top {}", fx.pid)))?;
-        let names = service_task_names(interp);
-        let mut p = Problems::default();
-
-        // The first view: header and every task of the fixture.
-        let screen = tm.wait_for("the task tree", Duration::from_secs(20), |s| names.iter().all(|n| s.contains(n)) && s.contains("Tasks ("))?;
-        p.check(screen.contains(&format!("PID {}", fx.pid)) && screen.contains(&format!("Python {}", interp.version)), || "header lacks the PID or the Python version".into());
-        p.check(screen.contains("metrics-flusher") || screen.contains("metrics-flushe"), || "threads pane lacks metrics-flusher".into());
-        p.check(tm.display("#{alternate_on}") == "1", || "top does not use the alternate screen".into());
-        let rows = task_rows(&screen);
-        let total = tasks_title_count(&screen);
-        // fetch-a and fetch-b exist once per worker (3 each).
-        let want_total = names.len() + 4;
-        p.check(total == Some(want_total), || format!("Tasks title count {total:?}, expected {want_total}"));
-
-        // Collapse the first expandable task (Down to it, Enter), then expand it again.
-        let Some(k) = rows.iter().position(|r| r.starts_with("▾ ")) else {
-            return Err(format!("no expandable (▾) task row; rows: {rows:#?}"));
-        };
-        let name = rows[k].trim_start_matches("▾ ").split("  [").next().unwrap_or("").to_string();
-        let children = rows[k + 1..].iter().take_while(|r| r.starts_with("    ")).count();
-        tm.keys(&vec!["Down"; k]);
-        tm.keys(&["Enter"]);
-        let collapsed = tm.wait_for(&format!("▸ {name}"), Duration::from_secs(5), |s| s.contains(&format!("▸ {name}")));
-        match collapsed {
-            Ok(s) => {
-                let want = total.map(|t| t - children);
-                p.check(tasks_title_count(&s) == want, || format!("after collapsing {name} ({children} children) Tasks count {:?}, expected {want:?}", tasks_title_count(&s)));
-                tm.keys(&["Enter"]);
-                match tm.wait_for(&format!("▾ {name} again"), Duration::from_secs(5), |s| s.contains(&format!("▾ {name}")) && tasks_title_count(s) == total) {
-                    Ok(_) => {}
-                    Err(e) => p.push(format!("Enter did not expand {name} again: {e}")),
-                }
+    each_interpreter(
+        COVERAGE,
+        "top-live",
+        false,
+        only(ends(), "the TUI is run on the oldest and newest interpreter"),
+        |interp| {
+            if let Some(why) = &tmux_missing {
+                return Ok(Outcome::Skip(why.clone()));
             }
-            Err(e) => p.push(format!("Down x{k} + Enter did not collapse {name}: {e}")),
-        }
+            let fx = Fixture::start(interp, SERVICE, &[], &[])?;
+            let dir = TempDir::new("taskspy-top");
+            let tm = Tmux::start(&dir.0, &top_cmd(&format!("top {}", fx.pid)))?;
+            let names = service_task_names(interp);
+            let mut p = Problems::default();
 
-        // `s`: a snapshot file in the working directory.
-        tm.keys(&["s"]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let prefix = format!("taskspy-{}-", fx.pid);
-        let mut saved = None;
-        while Instant::now() < deadline && saved.is_none() {
-            saved = std::fs::read_dir(&dir.0)
-                .ok()
-                .and_then(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.file_name().and_then(|n| n.to_str()).map(|n| n.starts_with(&prefix) && n.ends_with(".json")).unwrap_or(false)));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        match &saved {
-            Some(path) => {
-                // The file may still be being written: parse it once the header reports it.
-                let _ = tm.wait_for("saved snapshot message", Duration::from_secs(5), |s| s.contains("saved snapshot to"));
-                match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string())) {
-                    Ok(v) => {
-                        p.check(v["schema"] == "taskspy/1", || format!("saved snapshot schema {}", v["schema"]));
-                        p.check(v["pid"].as_i64() == Some(fx.pid as i64), || format!("saved snapshot pid {}", v["pid"]));
-                        let saved_names: Vec<&str> = arr(&v["tasks"]).iter().map(|t| s(&t["name"])).collect();
-                        p.check(names.iter().all(|n| saved_names.contains(n)), || format!("saved snapshot tasks {saved_names:?}"));
+            // The first view: header and every task of the fixture.
+            let screen = tm.wait_for("the task tree", Duration::from_secs(20), |s| {
+                names.iter().all(|n| s.contains(n)) && s.contains("Tasks (")
+            })?;
+            p.check(
+                screen.contains(&format!("PID {}", fx.pid)) && screen.contains(&format!("Python {}", interp.version)),
+                || "header lacks the PID or the Python version".into(),
+            );
+            p.check(screen.contains("metrics-flusher") || screen.contains("metrics-flushe"), || {
+                "threads pane lacks metrics-flusher".into()
+            });
+            p.check(tm.display("#{alternate_on}") == "1", || "top does not use the alternate screen".into());
+            let rows = task_rows(&screen);
+            let total = tasks_title_count(&screen);
+            // fetch-a and fetch-b exist once per worker (3 each).
+            let want_total = names.len() + 4;
+            p.check(total == Some(want_total), || format!("Tasks title count {total:?}, expected {want_total}"));
+
+            // Collapse the first expandable task (Down to it, Enter), then expand it again.
+            let Some(k) = rows.iter().position(|r| r.starts_with("▾ ")) else {
+                return Err(format!("no expandable (▾) task row; rows: {rows:#?}"));
+            };
+            let name = rows[k].trim_start_matches("▾ ").split("  [").next().unwrap_or("").to_string();
+            let children = rows[k + 1..].iter().take_while(|r| r.starts_with("    ")).count();
+            tm.keys(&vec!["Down"; k]);
+            tm.keys(&["Enter"]);
+            let collapsed =
+                tm.wait_for(&format!("▸ {name}"), Duration::from_secs(5), |s| s.contains(&format!("▸ {name}")));
+            match collapsed {
+                Ok(s) => {
+                    let want = total.map(|t| t - children);
+                    p.check(tasks_title_count(&s) == want, || {
+                        format!(
+                            "after collapsing {name} ({children} children) Tasks count {:?}, expected {want:?}",
+                            tasks_title_count(&s)
+                        )
+                    });
+                    tm.keys(&["Enter"]);
+                    match tm.wait_for(&format!("▾ {name} again"), Duration::from_secs(5), |s| {
+                        s.contains(&format!("▾ {name}")) && tasks_title_count(s) == total
+                    }) {
+                        Ok(_) => {}
+                        Err(e) => p.push(format!("Enter did not expand {name} again: {e}")),
                     }
-                    Err(e) => p.push(format!("saved snapshot {} does not parse: {e}", path.display())),
+                }
+                Err(e) => p.push(format!("Down x{k} + Enter did not collapse {name}: {e}")),
+            }
+
+            // `s`: a snapshot file in the working directory.
+            tm.keys(&["s"]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let prefix = format!("taskspy-{}-", fx.pid);
+            let mut saved = None;
+            while Instant::now() < deadline && saved.is_none() {
+                saved = std::fs::read_dir(&dir.0).ok().and_then(|rd| {
+                    rd.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .map(|n| n.starts_with(&prefix) && n.ends_with(".json"))
+                            .unwrap_or(false)
+                    })
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            match &saved {
+                Some(path) => {
+                    // The file may still be being written: parse it once the header reports it.
+                    let _ = tm.wait_for("saved snapshot message", Duration::from_secs(5), |s| {
+                        s.contains("saved snapshot to")
+                    });
+                    match std::fs::read_to_string(path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()))
+                    {
+                        Ok(v) => {
+                            p.check(v["schema"] == "taskspy/1", || format!("saved snapshot schema {}", v["schema"]));
+                            p.check(v["pid"].as_i64() == Some(fx.pid as i64), || {
+                                format!("saved snapshot pid {}", v["pid"])
+                            });
+                            let saved_names: Vec<&str> = arr(&v["tasks"]).iter().map(|t| s(&t["name"])).collect();
+                            p.check(names.iter().all(|n| saved_names.contains(n)), || {
+                                format!("saved snapshot tasks {saved_names:?}")
+                            });
+                        }
+                        Err(e) => p.push(format!("saved snapshot {} does not parse: {e}", path.display())),
+                    }
+                }
+                None => {
+                    p.push(format!("`s` wrote no {prefix}*.json into {} (screen:\n{})", dir.0.display(), tm.capture()))
                 }
             }
-            None => p.push(format!("`s` wrote no {prefix}*.json into {} (screen:\n{})", dir.0.display(), tm.capture())),
-        }
 
-        // `q`: exit 0, terminal restored.
-        tm.keys(&["q"]);
-        match tm.wait_for("EXIT=", Duration::from_secs(10), |s| s.contains("EXIT=")) {
-            Ok(s) => {
-                p.check(s.contains("EXIT=0"), || format!("top did not exit 0:\n{s}"));
-                p.check(!s.contains("Tasks (") && !s.contains("taskspy top —"), || format!("the TUI is still on the screen after q:\n{s}"));
-                p.check(tm.display("#{alternate_on}") == "0", || "the terminal is still on the alternate screen after q".into());
-                p.check(tm.display("#{cursor_flag}") == "1", || "the cursor is still hidden after q".into());
+            // `q`: exit 0, terminal restored.
+            tm.keys(&["q"]);
+            match tm.wait_for("EXIT=", Duration::from_secs(10), |s| s.contains("EXIT=")) {
+                Ok(s) => {
+                    p.check(s.contains("EXIT=0"), || format!("top did not exit 0:\n{s}"));
+                    p.check(!s.contains("Tasks (") && !s.contains("taskspy top —"), || {
+                        format!("the TUI is still on the screen after q:\n{s}")
+                    });
+                    p.check(tm.display("#{alternate_on}") == "0", || {
+                        "the terminal is still on the alternate screen after q".into()
+                    });
+                    p.check(tm.display("#{cursor_flag}") == "1", || "the cursor is still hidden after q".into());
+                }
+                Err(e) => p.push(format!("q did not end top: {e}")),
             }
-            Err(e) => p.push(format!("q did not end top: {e}")),
-        }
-        p.finish(String::new)?;
-        Ok(Outcome::Pass)
-    });
+            p.finish(String::new)?;
+            Ok(Outcome::Pass)
+        },
+    );
 }
 
 #[test]
@@ -298,7 +352,9 @@ fn replay_saved_snapshot() {
         let tm = Tmux::start(&dir.0, &top_cmd(&format!("top --replay {}", sh_quote(&file.display().to_string()))))?;
         let names = service_task_names(interp);
         let mut p = Problems::default();
-        match tm.wait_for("REPLAY view", Duration::from_secs(15), |s| s.contains("REPLAY") && names.iter().all(|n| s.contains(n))) {
+        match tm.wait_for("REPLAY view", Duration::from_secs(15), |s| {
+            s.contains("REPLAY") && names.iter().all(|n| s.contains(n))
+        }) {
             Ok(s) => {
                 p.check(s.contains(&format!("PID {pid}")), || format!("replay header lacks PID {pid}:\n{s}"));
                 p.check(!s.contains("process exited"), || "a replay is not a live process that exited".into());
@@ -323,10 +379,16 @@ fn refuses_without_a_terminal() {
         // stdin /dev/null, stdout and stderr pipes: no terminal at all.
         let out = run(taskspy_cmd(&["top", &fx.pid.to_string()]), Duration::from_secs(20));
         let mut p = Problems::default();
-        p.check(!out.timed_out && out.code.is_some() && out.code != Some(0), || format!("top without a terminal: exit {:?} (timed out: {})", out.code, out.timed_out));
+        p.check(!out.timed_out && out.code.is_some() && out.code != Some(0), || {
+            format!("top without a terminal: exit {:?} (timed out: {})", out.code, out.timed_out)
+        });
         let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        p.check(lines.len() == 1 && lines[0].contains("dump"), || format!("expected one stderr line pointing to `dump`, got {:?}", out.stderr));
-        p.check(out.stdout_bytes.is_empty(), || format!("top wrote to the non-terminal stdout: {:?}", truncate(&out.stdout, 200)));
+        p.check(lines.len() == 1 && lines[0].contains("dump"), || {
+            format!("expected one stderr line pointing to `dump`, got {:?}", out.stderr)
+        });
+        p.check(out.stdout_bytes.is_empty(), || {
+            format!("top wrote to the non-terminal stdout: {:?}", truncate(&out.stdout, 200))
+        });
         p.finish(String::new)?;
         Ok(Outcome::Pass)
     });

@@ -68,8 +68,12 @@ pub fn await_cycles(tasks: &[TaskSnap]) -> Vec<Finding> {
     crate::analysis::tree::find_cycles(tasks)
         .into_iter()
         .map(|cyc| {
-            let members: Vec<&TaskSnap> = cyc.iter().take(cyc.len().saturating_sub(1)).filter_map(|id| by_id.get(id.as_str()).copied()).collect();
-            let names: Vec<String> = cyc.iter().map(|id| by_id.get(id.as_str()).map(|t| t.name.clone()).unwrap_or_else(|| id.clone())).collect();
+            let members: Vec<&TaskSnap> =
+                cyc.iter().take(cyc.len().saturating_sub(1)).filter_map(|id| by_id.get(id.as_str()).copied()).collect();
+            let names: Vec<String> = cyc
+                .iter()
+                .map(|id| by_id.get(id.as_str()).map(|t| t.name.clone()).unwrap_or_else(|| id.clone()))
+                .collect();
             Finding {
                 kind: "await-cycle".into(),
                 severity: "critical".into(),
@@ -79,7 +83,11 @@ pub fn await_cycles(tasks: &[TaskSnap]) -> Vec<Finding> {
                 locks: vec![],
                 evidence: members
                     .iter()
-                    .map(|t| Evidence { actor: format!("task {} ({})", t.id, t.name), note: format!("awaits {}", t.awaiting.join(", ")), frames: t.coroutine_stack.clone() })
+                    .map(|t| Evidence {
+                        actor: format!("task {} ({})", t.id, t.name),
+                        note: format!("awaits {}", t.awaiting.join(", ")),
+                        frames: t.coroutine_stack.clone(),
+                    })
                     .collect(),
             }
         })
@@ -87,7 +95,12 @@ pub fn await_cycles(tasks: &[TaskSnap]) -> Vec<Finding> {
 }
 
 /// Lock cycles and lock waits over actors. `family` is "lock-cycle" (tasks) or "thread-lock-cycle".
-pub fn lock_findings(actors: &[Actor], locks: &HashMap<u64, LockRef>, cycle_kind: &str, flag_parked_holders: bool) -> Vec<Finding> {
+pub fn lock_findings(
+    actors: &[Actor],
+    locks: &HashMap<u64, LockRef>,
+    cycle_kind: &str,
+    flag_parked_holders: bool,
+) -> Vec<Finding> {
     let mut holders: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, a) in actors.iter().enumerate() {
         for l in &a.holds {
@@ -98,7 +111,12 @@ pub fn lock_findings(actors: &[Actor], locks: &HashMap<u64, LockRef>, cycle_kind
     let edges: Vec<Vec<usize>> = actors
         .iter()
         .enumerate()
-        .map(|(i, a)| a.waits_for.and_then(|l| holders.get(&l)).map(|v| v.iter().copied().filter(|h| *h != i).collect()).unwrap_or_default())
+        .map(|(i, a)| {
+            a.waits_for
+                .and_then(|l| holders.get(&l))
+                .map(|v| v.iter().copied().filter(|h| *h != i).collect())
+                .unwrap_or_default()
+        })
         .collect();
     let mut findings = Vec::new();
     let mut in_cycle: BTreeSet<usize> = BTreeSet::new();
@@ -141,7 +159,11 @@ pub fn lock_findings(actors: &[Actor], locks: &HashMap<u64, LockRef>, cycle_kind
                 _ => None,
             };
             let Some(what) = stuck else { continue };
-            let lock = locks.get(&l).cloned().unwrap_or(LockRef { kind: "lock".into(), address: format!("0x{l:x}"), name: None });
+            let lock = locks.get(&l).cloned().unwrap_or(LockRef {
+                kind: "lock".into(),
+                address: format!("0x{l:x}"),
+                name: None,
+            });
             findings.push(Finding {
                 kind: "lock-wait".into(),
                 severity: "warning".into(),
@@ -152,12 +174,22 @@ pub fn lock_findings(actors: &[Actor], locks: &HashMap<u64, LockRef>, cycle_kind
                     holder.describe(),
                     what
                 ),
-                threads: [&a.id, &holder.id].iter().filter_map(|x| if let ActorId::Thread(t) = x { Some(*t) } else { None }).collect(),
-                tasks: [&a.id, &holder.id].iter().filter_map(|x| if let ActorId::Task(t) = x { Some(t.clone()) } else { None }).collect(),
+                threads: [&a.id, &holder.id]
+                    .iter()
+                    .filter_map(|x| if let ActorId::Thread(t) = x { Some(*t) } else { None })
+                    .collect(),
+                tasks: [&a.id, &holder.id]
+                    .iter()
+                    .filter_map(|x| if let ActorId::Task(t) = x { Some(t.clone()) } else { None })
+                    .collect(),
                 locks: vec![lock],
                 evidence: vec![
                     Evidence { actor: a.describe(), note: "waiting to acquire".into(), frames: a.frames.clone() },
-                    Evidence { actor: holder.describe(), note: format!("holds the lock, {what}"), frames: holder.frames.clone() },
+                    Evidence {
+                        actor: holder.describe(),
+                        note: format!("holds the lock, {what}"),
+                        frames: holder.frames.clone(),
+                    },
                 ],
             });
         }
@@ -178,7 +210,8 @@ fn cycle_finding(actors: &[Actor], cyc: &[usize], locks: &HashMap<u64, LockRef>,
     for w in cyc.windows(2) {
         let a = &actors[w[0]];
         let l = a.waits_for.unwrap_or(0);
-        let lr = locks.get(&l).cloned().unwrap_or(LockRef { kind: "lock".into(), address: format!("0x{l:x}"), name: None });
+        let lr =
+            locks.get(&l).cloned().unwrap_or(LockRef { kind: "lock".into(), address: format!("0x{l:x}"), name: None });
         parts.push(format!("{} waits for {} held by {}", a.describe(), lock_label(&lr), actors[w[1]].describe()));
         if !lock_refs.contains(&lr) {
             lock_refs.push(lr);
@@ -189,17 +222,31 @@ fn cycle_finding(actors: &[Actor], cyc: &[usize], locks: &HashMap<u64, LockRef>,
         kind: kind.into(),
         severity: "critical".into(),
         summary: format!("deadlock: {}", parts.join("; ")),
-        threads: members.iter().filter_map(|i| if let ActorId::Thread(t) = actors[*i].id { Some(t) } else { None }).collect(),
-        tasks: members.iter().filter_map(|i| if let ActorId::Task(t) = &actors[*i].id { Some(t.clone()) } else { None }).collect(),
+        threads: members
+            .iter()
+            .filter_map(|i| if let ActorId::Thread(t) = actors[*i].id { Some(t) } else { None })
+            .collect(),
+        tasks: members
+            .iter()
+            .filter_map(|i| if let ActorId::Task(t) = &actors[*i].id { Some(t.clone()) } else { None })
+            .collect(),
         locks: lock_refs,
         evidence: members
             .iter()
             .map(|i| {
                 let a = &actors[*i];
-                let holds: Vec<String> = a.holds.iter().map(|l| locks.get(l).map(lock_label).unwrap_or_else(|| format!("0x{l:x}"))).collect();
+                let holds: Vec<String> = a
+                    .holds
+                    .iter()
+                    .map(|l| locks.get(l).map(lock_label).unwrap_or_else(|| format!("0x{l:x}")))
+                    .collect();
                 Evidence {
                     actor: a.describe(),
-                    note: format!("holds {}; waits for {}", holds.join(", "), a.waits_for.and_then(|l| locks.get(&l)).map(lock_label).unwrap_or_default()),
+                    note: format!(
+                        "holds {}; waits for {}",
+                        holds.join(", "),
+                        a.waits_for.and_then(|l| locks.get(&l)).map(lock_label).unwrap_or_default()
+                    ),
                     frames: a.frames.clone(),
                 }
             })
@@ -212,13 +259,23 @@ mod tests {
     use super::*;
 
     fn actor(id: i32, waits: Option<u64>, holds: &[u64], parked: Option<&str>) -> Actor {
-        Actor { id: ActorId::Thread(id), label: format!("thread {id}"), waits_for: waits, holds: holds.to_vec(), parked: parked.map(str::to_string), frames: vec![] }
+        Actor {
+            id: ActorId::Thread(id),
+            label: format!("thread {id}"),
+            waits_for: waits,
+            holds: holds.to_vec(),
+            parked: parked.map(str::to_string),
+            frames: vec![],
+        }
     }
 
     #[test]
     fn abba_is_one_cycle() {
         let actors = vec![actor(1, Some(0xb), &[0xa], None), actor(2, Some(0xa), &[0xb], None)];
-        let locks = HashMap::from([(0xa, LockRef { kind: "threading.RLock".into(), address: "0xa".into(), name: Some("lock_a".into()) })]);
+        let locks = HashMap::from([(
+            0xa,
+            LockRef { kind: "threading.RLock".into(), address: "0xa".into(), name: Some("lock_a".into()) },
+        )]);
         let f = lock_findings(&actors, &locks, "thread-lock-cycle", true);
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].kind, "thread-lock-cycle");
@@ -238,7 +295,8 @@ mod tests {
 
     #[test]
     fn healthy_contention_has_no_finding() {
-        let actors = vec![actor(1, Some(0xa), &[], None), actor(2, None, &[0xa], None), actor(3, None, &[], Some("idle"))];
+        let actors =
+            vec![actor(1, Some(0xa), &[], None), actor(2, None, &[0xa], None), actor(3, None, &[], Some("idle"))];
         assert!(lock_findings(&actors, &HashMap::new(), "thread-lock-cycle", true).is_empty());
     }
 }

@@ -83,7 +83,8 @@ impl GilStats {
             if t.holds_gil {
                 a.hold += 1;
                 if let Some(st) = &t.stack {
-                    let key: Vec<(String, String, i64)> = st.iter().map(|f| (f.function.to_string(), f.file.to_string(), f.line)).collect();
+                    let key: Vec<(String, String, i64)> =
+                        st.iter().map(|f| (f.function.to_string(), f.file.to_string(), f.line)).collect();
                     let e = a.stacks.entry(key).or_insert_with(|| (0, st.clone()));
                     e.0 += 1;
                 }
@@ -114,13 +115,21 @@ impl GilStats {
                     holds_gil_pct: pct(a.hold, self.samples),
                     waiting_gil_pct: pct(a.wait, self.samples),
                     cpu_pct: cpu.get(tid).map(|c| (c * 10.0).round() / 10.0),
-                    top_stacks: stacks.into_iter().take(top).map(|(n, f)| StackShare { pct: pct(*n, a.hold.max(1)), frames: f.clone() }).collect(),
+                    top_stacks: stacks
+                        .into_iter()
+                        .take(top)
+                        .map(|(n, f)| StackShare { pct: pct(*n, a.hold.max(1)), frames: f.clone() })
+                        .collect(),
                 }
             })
             .collect();
-        threads.sort_by(|a, b| b.holds_gil_pct.partial_cmp(&a.holds_gil_pct).unwrap_or(std::cmp::Ordering::Equal).then(a.tid.cmp(&b.tid)));
+        threads.sort_by(|a, b| {
+            b.holds_gil_pct.partial_cmp(&a.holds_gil_pct).unwrap_or(std::cmp::Ordering::Equal).then(a.tid.cmp(&b.tid))
+        });
         let switches = match (self.first_switch, self.last_switch) {
-            (Some(a), Some(b)) if duration_s > 0.0 => Some(((b.wrapping_sub(a)) as f64 / duration_s * 10.0).round() / 10.0),
+            (Some(a), Some(b)) if duration_s > 0.0 => {
+                Some(((b.wrapping_sub(a)) as f64 / duration_s * 10.0).round() / 10.0)
+            }
             _ => None,
         };
         GilReport {
@@ -147,7 +156,12 @@ mod tests {
             let holder = if i % 4 == 0 { 1 } else { 2 };
             let ts = vec![
                 ThreadSample { tid: 1, holds_gil: holder == 1, waiting_gil: holder != 1, stack: Some(vec![f("a")]) },
-                ThreadSample { tid: 2, holds_gil: holder == 2, waiting_gil: holder != 2, stack: Some(vec![f(if i % 2 == 0 { "b" } else { "c" })]) },
+                ThreadSample {
+                    tid: 2,
+                    holds_gil: holder == 2,
+                    waiting_gil: holder != 2,
+                    stack: Some(vec![f(if i % 2 == 0 { "b" } else { "c" })]),
+                },
                 ThreadSample { tid: 3, holds_gil: false, waiting_gil: false, stack: None },
             ];
             s.add(true, Some(1000 + i * 2), &ts);

@@ -2,8 +2,8 @@
 //! awaits. Cycles never stop the drawing: every task appears, cycles are cut and listed.
 
 use crate::snapshot::TaskSnap;
-use serde::Serialize;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use serde::Serialize;
 use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,8 +104,11 @@ pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
 pub fn build(tasks: &[TaskSnap]) -> TaskTree {
     let by_id: HashMap<&str, &TaskSnap> = tasks.iter().map(|t| (t.id.as_str(), t)).collect();
     let cycles = find_cycles(tasks);
-    let has_parent: HashSet<&str> =
-        tasks.iter().filter(|t| t.awaited_by.iter().any(|p| by_id.contains_key(p.as_str()))).map(|t| t.id.as_str()).collect();
+    let has_parent: HashSet<&str> = tasks
+        .iter()
+        .filter(|t| t.awaited_by.iter().any(|p| by_id.contains_key(p.as_str())))
+        .map(|t| t.id.as_str())
+        .collect();
     let mut drawn: HashSet<String> = HashSet::default();
     let mut roots = Vec::new();
     let mut deferred: Vec<&TaskSnap> = Vec::new();
@@ -144,7 +147,12 @@ pub fn build(tasks: &[TaskSnap]) -> TaskTree {
 }
 
 /// Draw a deferred subtree root (already marked drawn by its cut parent).
-fn draw_again<'a>(t: &'a TaskSnap, by_id: &HashMap<&str, &'a TaskSnap>, drawn: &mut HashSet<String>, deferred: &mut Vec<&'a TaskSnap>) -> TreeNode {
+fn draw_again<'a>(
+    t: &'a TaskSnap,
+    by_id: &HashMap<&str, &'a TaskSnap>,
+    drawn: &mut HashSet<String>,
+    deferred: &mut Vec<&'a TaskSnap>,
+) -> TreeNode {
     drawn.remove(&t.id);
     draw(t, by_id, drawn, deferred)
 }
@@ -231,13 +239,20 @@ mod tests {
             coroutine_stack: vec![],
             awaiting: awaiting.iter().map(|s| s.to_string()).collect(),
             awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
-            waiting_on: WaitingOn { kind: "task".into(), future: None, object: None, object_type: None, runnable: false },
+            waiting_on: WaitingOn {
+                kind: "task".into(),
+                future: None,
+                object: None,
+                object_type: None,
+                runnable: false,
+            },
         }
     }
 
     #[test]
     fn tree_and_shared_children() {
-        let tasks = vec![t("a", &["b", "c"], &[]), t("b", &["d"], &["a"]), t("c", &["d"], &["a"]), t("d", &[], &["b", "c"])];
+        let tasks =
+            vec![t("a", &["b", "c"], &[]), t("b", &["d"], &["a"]), t("c", &["d"], &["a"]), t("d", &[], &["b", "c"])];
         let tree = build(&tasks);
         assert!(tree.cycles.is_empty());
         assert_eq!(tree.roots.len(), 1);

@@ -56,7 +56,11 @@ impl Asyncio<'_> {
         out
     }
 
-    pub fn collect_tasks(&self, interp: &InterpInfo, records: &[(ThreadRecord, Option<i32>)]) -> MemResult<Vec<TaskSnap>> {
+    pub fn collect_tasks(
+        &self,
+        interp: &InterpInfo,
+        records: &[(ThreadRecord, Option<i32>)],
+    ) -> MemResult<Vec<TaskSnap>> {
         let py = self.py;
         let tstates: Vec<u64> = records.iter().map(|(r, _)| r.tstate).collect();
         let addrs = self.task_addresses(interp, &tstates)?;
@@ -152,7 +156,8 @@ impl Asyncio<'_> {
                     continue;
                 }
                 let Ok(tg) = py.mem().read_u64(cb + self.off.method_self) else { continue };
-                let is_tg = py.ob_type(tg).ok().and_then(|t| py.type_name(t).ok()).map(|n| n == "TaskGroup").unwrap_or(false);
+                let is_tg =
+                    py.ob_type(tg).ok().and_then(|t| py.type_name(t).ok()).map(|n| n == "TaskGroup").unwrap_or(false);
                 if !is_tg {
                     continue;
                 }
@@ -214,7 +219,10 @@ impl Asyncio<'_> {
         } else {
             None
         };
-        let object = if primitive.is_some() && matches!(primitive, Some("lock" | "event" | "condition" | "semaphore" | "queue")) && inner_self != 0 {
+        let object = if primitive.is_some()
+            && matches!(primitive, Some("lock" | "event" | "condition" | "semaphore" | "queue"))
+            && inner_self != 0
+        {
             Some(hex(inner_self))
         } else {
             None

@@ -60,7 +60,11 @@ impl Asyncio<'_> {
                     }
                 }
                 ObjKind::FutureIter => {
-                    let fut = if len > 0 { buf[..len].u64_at(self.off.futureiter_future) } else { self.py.mem().read_u64(obj + self.off.futureiter_future)? };
+                    let fut = if len > 0 {
+                        buf[..len].u64_at(self.off.futureiter_future)
+                    } else {
+                        self.py.mem().read_u64(obj + self.off.futureiter_future)?
+                    };
                     chain.awaited = (fut != 0).then_some(fut);
                     break;
                 }
@@ -122,7 +126,11 @@ impl Asyncio<'_> {
                 }
                 _ => {
                     let depth = mem.read_i32(f + o.f_stackdepth.unwrap_or(80))? as i64;
-                    if lasti >= 0 && depth > 0 && depth < 1 << 16 && self.next_opcode(code_bytes, (lasti + 1) * 2)? == Some(72) {
+                    if lasti >= 0
+                        && depth > 0
+                        && depth < 1 << 16
+                        && self.next_opcode(code_bytes, (lasti + 1) * 2)? == Some(72)
+                    {
                         let vs = f + o.f_valuestack;
                         let base = mem.read_u64(vs)?;
                         Some(mem.read_u64(base + 8 * (depth as u64 - 1))?)
@@ -160,7 +168,11 @@ impl Asyncio<'_> {
                     return Err(MemError::Unmapped(sp));
                 }
                 let v = mem.read_u64(sp - 8 * depth)?;
-                if v & 3 == 3 { None } else { Some(v & !3) }
+                if v & 3 == 3 {
+                    None
+                } else {
+                    Some(v & !3)
+                }
             }
             _ => None,
         };
@@ -218,7 +230,13 @@ impl Asyncio<'_> {
         let tagged = py.version.at_least(3, 14) || py.free_threaded;
         let first = {
             let v = fb.u64_at(o.if_localsplus);
-            if tagged && v & 3 == 3 { 0 } else if tagged { v & !3 } else { v }
+            if tagged && v & 3 == 3 {
+                0
+            } else if tagged {
+                v & !3
+            } else {
+                v
+            }
         };
         let yf = match o.yield_from {
             YieldFrom::Resume { opcodes } if state == o.state_suspended => {
@@ -246,7 +264,11 @@ impl Asyncio<'_> {
                     return Err(MemError::Unmapped(sp));
                 }
                 let v = slot(sp - 8 * depth)?;
-                if v & 3 == 3 { None } else { Some(v & !3) }
+                if v & 3 == 3 {
+                    None
+                } else {
+                    Some(v & !3)
+                }
             }
             _ => None,
         };

@@ -41,11 +41,10 @@ pub enum ObjKind {
 
 impl<'a> Asyncio<'a> {
     pub fn new(py: &'a PyProcess) -> Asyncio<'a> {
-        let debug = py
-            .asyncio_debug_addr
-            .and_then(|a| py.mem().read_vec(a, 104).ok())
-            .and_then(|b| AsyncioDebug::parse(&b));
-        let off = AsyncioOffsets::resolve(py.version, py.free_threaded, py.layout.as_ref(), debug, py.debug_offsets.as_ref());
+        let debug =
+            py.asyncio_debug_addr.and_then(|a| py.mem().read_vec(a, 104).ok()).and_then(|b| AsyncioDebug::parse(&b));
+        let off =
+            AsyncioOffsets::resolve(py.version, py.free_threaded, py.layout.as_ref(), debug, py.debug_offsets.as_ref());
         Asyncio { py, off, kinds: Mutex::new(HashMap::default()) }
     }
 
@@ -108,7 +107,11 @@ impl<'a> Asyncio<'a> {
         if let Ok(n) = py.type_name(ty) {
             out.push(n);
         }
-        let mro_off = py.layout.as_ref().and_then(|l| l.field("PyTypeObject", "tp_mro")).unwrap_or(344 + if py.free_threaded { 16 } else { 0 });
+        let mro_off = py
+            .layout
+            .as_ref()
+            .and_then(|l| l.field("PyTypeObject", "tp_mro"))
+            .unwrap_or(344 + if py.free_threaded { 16 } else { 0 });
         if let Ok(mro) = py.mem().read_u64(ty + mro_off) {
             if mro != 0 {
                 if let Ok(items) = py.read_sequence(mro, true, 64) {

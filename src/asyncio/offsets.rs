@@ -112,7 +112,13 @@ pub struct AsyncioOffsets {
 }
 
 impl AsyncioOffsets {
-    pub fn resolve(v: PyVersion, ft: bool, file: Option<&LayoutFile>, debug: Option<AsyncioDebug>, dbgo: Option<&crate::runtime::debug_offsets::DebugOffsets>) -> AsyncioOffsets {
+    pub fn resolve(
+        v: PyVersion,
+        ft: bool,
+        file: Option<&LayoutFile>,
+        debug: Option<AsyncioDebug>,
+        dbgo: Option<&crate::runtime::debug_offsets::DebugOffsets>,
+    ) -> AsyncioOffsets {
         let head = if ft { 16 } else { 0 };
         let f = |st: &str, fields: &[&str]| file.and_then(|l| fields.iter().find_map(|x| l.field(st, x)));
         let d = |k: &str| dbgo.and_then(|d| d.get(k));
@@ -144,10 +150,17 @@ impl AsyncioOffsets {
                 f("TaskObj", &["fut_awaited_by_is_set"]),
             ),
         };
-        let task_read_size = [fut_state, task_fut_waiter, task_coro, task_name, fut_awaited_by.unwrap_or(0), fut_awaited_by_is_set.unwrap_or(0)]
-            .into_iter()
-            .max()
-            .unwrap()
+        let task_read_size = [
+            fut_state,
+            task_fut_waiter,
+            task_coro,
+            task_name,
+            fut_awaited_by.unwrap_or(0),
+            fut_awaited_by_is_set.unwrap_or(0),
+        ]
+        .into_iter()
+        .max()
+        .unwrap()
             + 8;
         let (state_created, state_suspended, state_finished) = match v.minor {
             8..=10 => (0, 0, vec![]),
@@ -173,12 +186,20 @@ impl AsyncioOffsets {
             _ => YieldFrom::StatePointer { depth: 2 },
         };
         let gen_iframe = if v.minor >= 11 {
-            Some(d("gen_object.gi_iframe").or(f("PyGenObject", &["gi_iframe"])).unwrap_or(if v.minor == 11 { 80 } else { 72 } + head))
+            Some(
+                d("gen_object.gi_iframe")
+                    .or(f("PyGenObject", &["gi_iframe"]))
+                    .unwrap_or(if v.minor == 11 { 80 } else { 72 } + head),
+            )
         } else {
             None
         };
         let gen_frame_state = if v.minor >= 11 {
-            Some(d("gen_object.gi_frame_state").or(f("PyGenObject", &["gi_frame_state"])).unwrap_or(if v.minor == 11 { 75 } else { 67 } + head))
+            Some(
+                d("gen_object.gi_frame_state")
+                    .or(f("PyGenObject", &["gi_frame_state"]))
+                    .unwrap_or(if v.minor == 11 { 75 } else { 67 } + head),
+            )
         } else {
             None
         };
@@ -220,9 +241,15 @@ impl AsyncioOffsets {
             f_code: f("PyFrameObject", &["f_code"]).unwrap_or(32),
             f_localsplus: f("PyFrameObject", &["f_localsplus"]).unwrap_or(if v.minor == 10 { 352 } else { 360 }),
             code_code: f("PyCodeObject", &["co_code"]).or(if v.minor <= 10 { Some(48) } else { None }),
-            if_stack: d("interpreter_frame.stackpointer").or(f("_PyInterpreterFrame", &["stackpointer", "stacktop"])).unwrap_or(64),
-            if_localsplus: d("interpreter_frame.localsplus").or(f("_PyInterpreterFrame", &["localsplus"])).unwrap_or(if v.minor >= 14 { 80 } else { 72 }),
-            if_instr: d("interpreter_frame.instr_ptr").or(f("_PyInterpreterFrame", &["instr_ptr", "prev_instr"])).unwrap_or(56),
+            if_stack: d("interpreter_frame.stackpointer")
+                .or(f("_PyInterpreterFrame", &["stackpointer", "stacktop"]))
+                .unwrap_or(64),
+            if_localsplus: d("interpreter_frame.localsplus")
+                .or(f("_PyInterpreterFrame", &["localsplus"]))
+                .unwrap_or(if v.minor >= 14 { 80 } else { 72 }),
+            if_instr: d("interpreter_frame.instr_ptr")
+                .or(f("_PyInterpreterFrame", &["instr_ptr", "prev_instr"]))
+                .unwrap_or(56),
             tstate_dict_loop,
             impl_running_loop,
             debug,

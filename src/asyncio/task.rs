@@ -59,7 +59,8 @@ impl Asyncio<'_> {
         let name = self.task_name(name_obj);
         let coro = b.u64_at(o.task_coro);
         let waiter = b.u64_at(o.task_fut_waiter);
-        let chain = if coro != 0 && state == FutState::Pending { self.await_chain(coro)? } else { AwaitChain::default() };
+        let chain =
+            if coro != 0 && state == FutState::Pending { self.await_chain(coro)? } else { AwaitChain::default() };
         let awaited_by = match (o.fut_awaited_by, o.fut_awaited_by_is_set) {
             (Some(ab), Some(is_set)) => {
                 let v = b.u64_at(ab);
@@ -103,7 +104,8 @@ impl Asyncio<'_> {
         };
         let coro = attr("_coro");
         let waiter = attr("_fut_waiter");
-        let chain = if coro != 0 && state == FutState::Pending { self.await_chain(coro)? } else { AwaitChain::default() };
+        let chain =
+            if coro != 0 && state == FutState::Pending { self.await_chain(coro)? } else { AwaitChain::default() };
         let mut callbacks = Vec::new();
         let cbs = attr("_callbacks");
         if cbs != 0 {

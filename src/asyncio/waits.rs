@@ -20,7 +20,11 @@ impl Asyncio<'_> {
         obj
     }
 
-    pub fn task_wait_facts(&self, interp: &InterpInfo, records: &[(ThreadRecord, Option<i32>)]) -> MemResult<(Vec<Actor>, HashMap<u64, LockRef>)> {
+    pub fn task_wait_facts(
+        &self,
+        interp: &InterpInfo,
+        records: &[(ThreadRecord, Option<i32>)],
+    ) -> MemResult<(Vec<Actor>, HashMap<u64, LockRef>)> {
         let py = self.py;
         let tstates: Vec<u64> = records.iter().map(|(r, _)| r.tstate).collect();
         let mut actors = Vec::new();
@@ -39,7 +43,11 @@ impl Asyncio<'_> {
                     if let Some(k) = py.lock_kind(*slf) {
                         let l = self.normalize(k, *slf);
                         waits_for = Some(l);
-                        locks.entry(l).or_insert_with(|| LockRef { kind: k.label().into(), address: format!("0x{l:x}"), name: None });
+                        locks.entry(l).or_insert_with(|| LockRef {
+                            kind: k.label().into(),
+                            address: format!("0x{l:x}"),
+                            name: None,
+                        });
                     }
                 }
             }
@@ -59,13 +67,18 @@ impl Asyncio<'_> {
                         holds.push(l);
                     }
                     let name = self.lock_name(*coro, obj);
-                    let e = locks.entry(l).or_insert_with(|| LockRef { kind: k.label().into(), address: format!("0x{l:x}"), name: None });
+                    let e = locks.entry(l).or_insert_with(|| LockRef {
+                        kind: k.label().into(),
+                        address: format!("0x{l:x}"),
+                        name: None,
+                    });
                     if e.name.is_none() {
                         e.name = name;
                     }
                 }
             }
-            let parked = if waits_for.is_none() && t.fut_waiter.is_some() { Some("awaiting".to_string()) } else { None };
+            let parked =
+                if waits_for.is_none() && t.fut_waiter.is_some() { Some("awaiting".to_string()) } else { None };
             actors.push(Actor {
                 id: ActorId::Task(format!("0x{addr:x}")),
                 label: format!("task {} (0x{addr:x})", t.name),

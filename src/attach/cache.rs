@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-
 const PAGE: u64 = 4096;
 const SPAN_PAGES: u64 = 4;
 /// Reads larger than this go straight to the target.
@@ -132,7 +131,10 @@ mod tests {
         c.read(0x10000 + 4000, &mut b).unwrap();
         assert_eq!(&b[..], &data[4000..9000]);
         // Partly unmapped span: the neighbourhood read fails, single pages still work.
-        assert_eq!(c.read_u64(0x10000 + 3 * 4096 - 8).unwrap(), u64::from_le_bytes(data[3 * 4096 - 8..].try_into().unwrap()));
+        assert_eq!(
+            c.read_u64(0x10000 + 3 * 4096 - 8).unwrap(),
+            u64::from_le_bytes(data[3 * 4096 - 8..].try_into().unwrap())
+        );
         assert!(c.read_u64(0x10000 + 3 * 4096 - 4).is_err());
         assert!(c.read_u64(0x5).is_err());
         c.end();

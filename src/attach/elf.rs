@@ -60,7 +60,12 @@ pub fn load(path: &str, data: &[u8], maps: &[MapEntry]) -> Result<ElfInfo> {
     let elf = Elf::parse(data).map_err(|e| Error::Other(format!("parsing ELF {path}: {e}")))?;
     let bias = load_bias(&elf, path, maps)
         .ok_or_else(|| Error::Other(format!("{path}: no mapping matches its PT_LOAD segments")))?;
-    let mut info = ElfInfo { path: path.to_string(), bias, is_exec: elf.header.e_type == goblin::elf::header::ET_EXEC, ..Default::default() };
+    let mut info = ElfInfo {
+        path: path.to_string(),
+        bias,
+        is_exec: elf.header.e_type == goblin::elf::header::ET_EXEC,
+        ..Default::default()
+    };
     for (syms, strtab) in [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)] {
         for sym in syms.iter() {
             if sym.st_value == 0 {

@@ -213,11 +213,7 @@ impl SyntheticMemory {
         self.regions.insert(addr, bytes);
     }
     pub fn write(&mut self, addr: u64, bytes: &[u8]) {
-        let (start, region) = self
-            .regions
-            .range_mut(..=addr)
-            .next_back()
-            .expect("synthetic write outside any region");
+        let (start, region) = self.regions.range_mut(..=addr).next_back().expect("synthetic write outside any region");
         let off = (addr - *start) as usize;
         region[off..off + bytes.len()].copy_from_slice(bytes);
     }

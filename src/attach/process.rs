@@ -114,7 +114,9 @@ pub fn no_runtime_error(pid: i32, python_files: &[String], exe: &str) -> Error {
             Error::UnsupportedVersion { pid, version: format!("{maj}.{min}"), detail: String::new() }
         }
         Some(_) => Error::MissingSymbols { pid, binary: python_files[0].clone() },
-        None => Error::NotPython { pid, detail: format!("no libpython or python binary is mapped; executable is {exe}") },
+        None => {
+            Error::NotPython { pid, detail: format!("no libpython or python binary is mapped; executable is {exe}") }
+        }
     }
 }
 
@@ -214,8 +216,12 @@ mod tests {
     fn no_runtime_is_classified() {
         let f = |v: &[&str]| no_runtime_error(1, &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "/bin/x");
         assert!(matches!(f(&["/usr/bin/python3.11"]), Error::MissingSymbols { .. }));
-        assert!(matches!(f(&["/usr/lib/libpython3.7m.so.1.0"]), Error::UnsupportedVersion { ref version, .. } if version == "3.7"));
-        assert!(matches!(f(&["/usr/lib/libpython2.7.so.1.0"]), Error::UnsupportedVersion { ref version, .. } if version == "2.7"));
+        assert!(
+            matches!(f(&["/usr/lib/libpython3.7m.so.1.0"]), Error::UnsupportedVersion { ref version, .. } if version == "3.7")
+        );
+        assert!(
+            matches!(f(&["/usr/lib/libpython2.7.so.1.0"]), Error::UnsupportedVersion { ref version, .. } if version == "2.7")
+        );
         assert!(matches!(f(&[]), Error::NotPython { .. }));
         let msg = f(&["/usr/bin/python3.11"]).to_string();
         assert!(msg.contains("stripped") && !msg.contains('\n'), "{msg}");

@@ -10,7 +10,5 @@ pub fn completions(mut cmd: clap::Command, shell: Shell) -> Result<Output> {
     let name = cmd.get_name().to_string();
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, name, &mut buf);
-    String::from_utf8(buf)
-        .map(Output::Text)
-        .map_err(|e| Error::other(format!("completion script is not UTF-8: {e}")))
+    String::from_utf8(buf).map(Output::Text).map_err(|e| Error::other(format!("completion script is not UTF-8: {e}")))
 }

@@ -31,11 +31,19 @@ pub fn analyze(py: &PyProcess, snap: &Snapshot) -> std::result::Result<Vec<Findi
     let current = py.tstate_current()?;
     let mut all_threads = Vec::new();
     for interp in &interps {
-        let recs: Vec<(ThreadRecord, Option<i32>)> =
-            py.threads_of(interp, current)?.into_iter().map(|r| { let t = tids.get(&r.ident).copied().flatten().or(r.native_tid); (r, t) }).collect();
+        let recs: Vec<(ThreadRecord, Option<i32>)> = py
+            .threads_of(interp, current)?
+            .into_iter()
+            .map(|r| {
+                let t = tids.get(&r.ident).copied().flatten().or(r.native_tid);
+                (r, t)
+            })
+            .collect();
         // Lock findings need a waiter: skip the (expensive) per-task stack scan when no task of
         // this interpreter waits on an asyncio lock.
-        let lock_waiters = snap.tasks.iter().any(|t| t.interpreter == interp.id && matches!(t.waiting_on.kind.as_str(), "lock" | "semaphore" | "condition"));
+        let lock_waiters = snap.tasks.iter().any(|t| {
+            t.interpreter == interp.id && matches!(t.waiting_on.kind.as_str(), "lock" | "semaphore" | "condition")
+        });
         if lock_waiters {
             let (actors, locks) = aio.task_wait_facts(interp, &recs)?;
             findings.extend(deadlock::lock_findings(&actors, &locks, "lock-cycle", false));
@@ -67,7 +75,8 @@ struct LoopWatch {
 fn in_selector(frames: &[crate::runtime::frames::Frame]) -> bool {
     frames.iter().take(3).any(|f| {
         let func = f.function.rsplit('.').next().unwrap_or("");
-        (f.file.ends_with("selectors.py") && func == "select") || matches!(func, "poll" | "select" | "_run_once" if f.file.ends_with("selectors.py"))
+        (f.file.ends_with("selectors.py") && func == "select")
+            || matches!(func, "poll" | "select" | "_run_once" if f.file.ends_with("selectors.py"))
     }) || frames.first().map(|f| f.file.contains("uvloop")).unwrap_or(false)
 }
 
@@ -77,13 +86,19 @@ impl LoopWatch {
         for t in &snap.threads {
             let Some(tid) = t.tid else { continue };
             // A thread runs an event loop if some task belongs to it.
-            let loop_tasks: Vec<&crate::snapshot::TaskSnap> = snap.tasks.iter().filter(|k| k.thread == Some(tid)).collect();
+            let loop_tasks: Vec<&crate::snapshot::TaskSnap> =
+                snap.tasks.iter().filter(|k| k.thread == Some(tid)).collect();
             if loop_tasks.is_empty() || in_selector(&t.frames) || t.frames.is_empty() {
                 self.since.remove(&tid);
                 continue;
             }
             // The running task: the one whose coroutine frames are on the thread's stack.
-            let running = loop_tasks.iter().find(|k| k.waiting_on.runnable && k.coroutine_stack.iter().any(|c| t.frames.iter().any(|f| f.function == c.function && f.file == c.file)));
+            let running = loop_tasks.iter().find(|k| {
+                k.waiting_on.runnable
+                    && k.coroutine_stack
+                        .iter()
+                        .any(|c| t.frames.iter().any(|f| f.function == c.function && f.file == c.file))
+            });
             let Some(task) = running.or_else(|| loop_tasks.iter().find(|k| k.waiting_on.runnable)) else {
                 self.since.remove(&tid);
                 continue;
@@ -109,7 +124,12 @@ impl LoopWatch {
             if *secs < threshold {
                 continue;
             }
-            let tname = snap.threads.iter().find(|t| t.tid == Some(*tid)).and_then(|t| t.name.clone()).unwrap_or_else(|| "?".into());
+            let tname = snap
+                .threads
+                .iter()
+                .find(|t| t.tid == Some(*tid))
+                .and_then(|t| t.name.clone())
+                .unwrap_or_else(|| "?".into());
             let top = frames.first().map(|f| format!("{} ({}:{})", f.function, f.file, f.line)).unwrap_or_default();
             out.push(Finding {
                 kind: "blocked-loop".into(),
@@ -154,7 +174,11 @@ pub fn run(opts: &DeadlockOptions) -> Result<Output> {
         // momentary contention).
         persistent = Some(match persistent {
             None => this,
-            Some(prev) => prev.into_iter().filter(|(k, _)| this.contains_key(k)).map(|(k, _)| (k.clone(), this[&k].clone())).collect(),
+            Some(prev) => prev
+                .into_iter()
+                .filter(|(k, _)| this.contains_key(k))
+                .map(|(k, _)| (k.clone(), this[&k].clone()))
+                .collect(),
         });
         last_snap = snap;
         if Instant::now() >= end || pause::interrupted() {
@@ -189,7 +213,18 @@ pub fn text(findings: &[Finding], pid: i32, samples: u32, secs: f64) -> String {
     let _ = writeln!(o, "{} finding(s) in PID {pid} ({samples} sample(s) over {secs:.1} s):", findings.len());
     for f in findings {
         let _ = writeln!(o, "\n[{}] {}: {}", f.severity.to_uppercase(), f.kind, escape(&f.summary));
-        let locks: BTreeSet<String> = f.locks.iter().map(|l| format!("{} {}{}", l.kind, l.address, l.name.as_ref().map(|n| format!(" ({})", escape(n))).unwrap_or_default())).collect();
+        let locks: BTreeSet<String> = f
+            .locks
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}{}",
+                    l.kind,
+                    l.address,
+                    l.name.as_ref().map(|n| format!(" ({})", escape(n))).unwrap_or_default()
+                )
+            })
+            .collect();
         for l in locks {
             let _ = writeln!(o, "  lock: {l}");
         }

@@ -60,7 +60,9 @@ pub fn run_demo(python: &str, json: bool) -> Result<super::Output> {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(true) => break,
             Ok(false) => return Err(Error::other(format!("demo service exited before it was ready ({python})"))),
-            Err(_) if Instant::now() > deadline => return Err(Error::other("demo service did not become ready in 30 s")),
+            Err(_) if Instant::now() > deadline => {
+                return Err(Error::other("demo service did not become ready in 30 s"))
+            }
             Err(_) => continue,
         }
     }
@@ -68,7 +70,13 @@ pub fn run_demo(python: &str, json: bool) -> Result<super::Output> {
     use std::io::IsTerminal;
     let interactive = !json && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     let out = if interactive {
-        crate::tui::runner::run(&crate::tui::runner::TopOptions { color: std::env::var_os("NO_COLOR").map(|v| v.is_empty()).unwrap_or(true), pid, rate: 100.0, refresh: 1.0, replay: None })
+        crate::tui::runner::run(&crate::tui::runner::TopOptions {
+            color: std::env::var_os("NO_COLOR").map(|v| v.is_empty()).unwrap_or(true),
+            pid,
+            rate: 100.0,
+            refresh: 1.0,
+            replay: None,
+        })
     } else if json {
         run(&DumpOptions { pid, json, blocking: false })
     } else {

@@ -1,9 +1,9 @@
 //! `taskspy dump`: attach, capture one snapshot (optionally with the target paused), print it.
 //! Also the shared snapshot helpers other commands start from.
 
+use super::Output;
 use crate::attach::{self, pause};
 use crate::error::Result;
-use super::Output;
 use crate::render;
 use crate::runtime::PyProcess;
 use crate::snapshot::{self, Snapshot};
@@ -48,7 +48,11 @@ pub fn take_snapshot_with(pid: i32, blocking: bool) -> Result<(PyProcess, Snapsh
 pub fn cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| {
-            b.split(|c| *c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect::<Vec<_>>().join(" ")
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .unwrap_or_default()
 }
@@ -63,5 +67,9 @@ pub fn run(opts: &DumpOptions) -> Result<Output> {
         }
         py.end_snapshot();
     }
-    Ok(if opts.json { Output::Snapshot(Box::new(snap)) } else { Output::Text(render::text::dump_text(&snap, &cmdline(opts.pid))) })
+    Ok(if opts.json {
+        Output::Snapshot(Box::new(snap))
+    } else {
+        Output::Text(render::text::dump_text(&snap, &cmdline(opts.pid)))
+    })
 }

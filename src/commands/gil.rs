@@ -41,7 +41,8 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
     pause::install_interrupt_handler();
     let py = PyProcess::open(attach::attach(opts.pid)?)?;
     let first = snapshot::capture(&py)?;
-    let mut names: HashMap<i32, Option<String>> = first.threads.iter().filter_map(|t| Some((t.tid?, t.name.clone()))).collect();
+    let mut names: HashMap<i32, Option<String>> =
+        first.threads.iter().filter_map(|t| Some((t.tid?, t.name.clone()))).collect();
     let tid_by_ident: HashMap<u64, i32> = first.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect();
     let free_threaded_no_gil = first.python.free_threaded && !first.python.gil_enabled;
 
@@ -152,13 +153,19 @@ fn text(r: &GilReport, version: &str, pid: i32, note: Option<&str>, errors: u64)
     for t in &r.threads {
         let name = t.name.as_deref().map(escape).unwrap_or_else(|| "-".into());
         let cpu = t.cpu_pct.map(|c| format!("{c:.1}%")).unwrap_or_else(|| "-".into());
-        let _ = writeln!(o, "{:<9} {:<24} {:>7.1}% {:>7.1}% {:>8}", t.tid, name, t.holds_gil_pct, t.waiting_gil_pct, cpu);
+        let _ =
+            writeln!(o, "{:<9} {:<24} {:>7.1}% {:>7.1}% {:>8}", t.tid, name, t.holds_gil_pct, t.waiting_gil_pct, cpu);
     }
     for t in r.threads.iter().filter(|t| !t.top_stacks.is_empty()) {
         let name = t.name.as_deref().map(escape).unwrap_or_else(|| "-".into());
         let _ = writeln!(o, "\nWhile {name} ({}) held the GIL:", t.tid);
         for s in &t.top_stacks {
-            let frames: Vec<String> = s.frames.iter().take(4).map(|f| format!("{} ({}:{})", escape(&f.function), escape(&f.file), f.line)).collect();
+            let frames: Vec<String> = s
+                .frames
+                .iter()
+                .take(4)
+                .map(|f| format!("{} ({}:{})", escape(&f.function), escape(&f.file), f.line))
+                .collect();
             let _ = writeln!(o, "  {:>5.1}%  {}", s.pct, frames.join(" <- "));
         }
     }

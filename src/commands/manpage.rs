@@ -60,18 +60,25 @@ fn own_sections(cmd: &Command) -> Roff {
         let args: Vec<&Arg> = sub
             .get_arguments()
             .filter(|a| !a.is_hide_set() && !a.is_global_set())
-            .filter(|a| !matches!(a.get_action(), ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version))
+            .filter(|a| {
+                !matches!(
+                    a.get_action(),
+                    ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+                )
+            })
             .collect();
         for a in args {
             r.control("TP", []);
             r.text(arg_header(a));
             let mut help = a.get_long_help().or_else(|| a.get_help()).map(|h| h.to_string()).unwrap_or_default();
             let takes_value = a.get_action().takes_values();
-            let pv: Vec<String> = a.get_possible_values().iter().filter(|v| !v.is_hide_set()).map(|v| v.get_name().to_string()).collect();
+            let pv: Vec<String> =
+                a.get_possible_values().iter().filter(|v| !v.is_hide_set()).map(|v| v.get_name().to_string()).collect();
             if takes_value && !pv.is_empty() {
                 help.push_str(&format!(" [possible values: {}]", pv.join(", ")));
             }
-            let defaults: Vec<String> = a.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
+            let defaults: Vec<String> =
+                a.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
             if takes_value && !defaults.is_empty() {
                 help.push_str(&format!(" [default: {}]", defaults.join(", ")));
             }

@@ -2,8 +2,8 @@
 //! Rendering lives in render::tasks; this module only wires snapshot → view → output.
 
 use super::dump::take_snapshot;
-use crate::analysis::tree;
 use super::Output;
+use crate::analysis::tree;
 use crate::error::Result;
 use crate::render::tasks;
 use serde_json::json;

@@ -20,7 +20,15 @@ pub fn ps_rows(s: &Snapshot) -> Vec<[String; 7]> {
         let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
         let stack = stack_names(t);
         if t.awaited_by.is_empty() {
-            rows.push([tid.clone(), t.id.clone(), t.name.clone(), stack.clone(), String::new(), String::new(), "0x0".into()]);
+            rows.push([
+                tid.clone(),
+                t.id.clone(),
+                t.name.clone(),
+                stack.clone(),
+                String::new(),
+                String::new(),
+                "0x0".into(),
+            ]);
         }
         for p in &t.awaited_by {
             let (chain, pname) = match by_id.get(p.as_str()) {
@@ -43,7 +51,8 @@ pub fn ps_text(s: &Snapshot) -> String {
     let _ = writeln!(o, "{}", "-".repeat(180));
     for r in ps_rows(s) {
         let r: Vec<String> = r.iter().map(|c| escape(c)).collect();
-        let _ = writeln!(o, "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}", r[0], r[1], r[2], r[3], r[4], r[5], r[6]);
+        let _ =
+            writeln!(o, "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}", r[0], r[1], r[2], r[3], r[4], r[5], r[6]);
     }
     if s.tasks.is_empty() {
         let _ = writeln!(o, "(no pending asyncio tasks)");
@@ -64,7 +73,10 @@ pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
     if !tree.cycles.is_empty() {
         let _ = writeln!(o, "\nawait cycles ({}):", tree.cycles.len());
         for c in &tree.cycles {
-            let path: Vec<String> = c.iter().map(|id| format!("{} ({id})", escape(names.get(id.as_str()).copied().unwrap_or("?")))).collect();
+            let path: Vec<String> = c
+                .iter()
+                .map(|id| format!("{} ({id})", escape(names.get(id.as_str()).copied().unwrap_or("?"))))
+                .collect();
             let _ = writeln!(o, "cycle: {}", path.join(" → "));
         }
     }
@@ -75,7 +87,13 @@ fn render_node(o: &mut String, root: &TreeNode) {
     // (node, prefix, is_last, is_root); iterative so deep trees cannot overflow the stack.
     let mut work: Vec<(&TreeNode, String, bool, bool)> = vec![(root, String::new(), true, true)];
     while let Some((n, prefix, last, is_root)) = work.pop() {
-        let branch = if is_root { "└── " } else if last { "└── " } else { "├── " };
+        let branch = if is_root {
+            "└── "
+        } else if last {
+            "└── "
+        } else {
+            "├── "
+        };
         let mut mark = String::new();
         if n.cycle {
             mark.push_str("  ↺ cycle: already on this path");

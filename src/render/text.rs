@@ -45,7 +45,8 @@ pub fn dump_text(s: &Snapshot, cmdline: &str) -> String {
         }
     }
     if !s.tasks.is_empty() {
-        let _ = writeln!(o, "\n{} pending asyncio task(s): `taskspy pstree {}` shows them as a tree", s.tasks.len(), s.pid);
+        let _ =
+            writeln!(o, "\n{} pending asyncio task(s): `taskspy pstree {}` shows them as a tree", s.tasks.len(), s.pid);
     }
     for f in &s.findings {
         let _ = writeln!(o, "\n[{}] {}: {}", f.severity.to_uppercase(), f.kind, escape(&f.summary));

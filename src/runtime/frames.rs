@@ -81,8 +81,17 @@ impl PyProcess {
 
     /// Decode an interpreter frame already copied from the target (e.g. embedded in a coroutine).
     pub fn interp_frame_from_bytes(&self, b: &[u8]) -> MemResult<(Option<Frame>, u64, u64)> {
-        let FrameOffsets::Interp { code, previous, instr, owner, tagged, ref skip_owners, generator_owner, tlbc_index, .. } =
-            self.off.frame
+        let FrameOffsets::Interp {
+            code,
+            previous,
+            instr,
+            owner,
+            tagged,
+            ref skip_owners,
+            generator_owner,
+            tlbc_index,
+            ..
+        } = self.off.frame
         else {
             unreachable!()
         };

@@ -201,7 +201,13 @@ mod tests {
     #[test]
     fn corrupt_tables_never_panic() {
         for kind in [LineTableKind::Lnotab, LineTableKind::Pep626, LineTableKind::Locations] {
-            for t in [&[][..], &[0xff][..], &[0x7f, 0x80][..], &[0xf8, 0x7f, 0x7f][..], &[0xe8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..]] {
+            for t in [
+                &[][..],
+                &[0xff][..],
+                &[0x7f, 0x80][..],
+                &[0xf8, 0x7f, 0x7f][..],
+                &[0xe8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..],
+            ] {
                 let _ = line_for(kind, t, 1, 3);
                 let _ = line_for(kind, t, i64::MAX / 2, i64::MAX / 4);
             }

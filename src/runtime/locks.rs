@@ -87,7 +87,11 @@ impl PyProcess {
             }
         } else if Some(ty) == t.method {
             let func = self.mem().read_u64(v.wrapping_add(16 + h)).ok()?;
-            let name_off = self.layout.as_ref().and_then(|l| l.field("PyFunctionObject", "func_name")).unwrap_or(if self.version.at_least(3, 10) { 32 } else { 64 } + h);
+            let name_off = self
+                .layout
+                .as_ref()
+                .and_then(|l| l.field("PyFunctionObject", "func_name"))
+                .unwrap_or(if self.version.at_least(3, 10) { 32 } else { 64 } + h);
             let name = self.read_str_max(self.mem().read_u64(func.wrapping_add(name_off)).ok()?, 32).ok()?;
             if name != "__aexit__" && name != "__exit__" {
                 return None;
@@ -137,7 +141,8 @@ impl PyProcess {
         let lay = |st: &str, f: &str| self.layout.as_ref().and_then(|l| l.field(st, f));
         // The PyMutex-based locks (24-byte lock, 40-byte RLock) arrived in 3.14, and for the plain
         // lock already in a 3.13 patch release: decide by the object's size, not the version.
-        let basicsize = self.ob_type(obj).and_then(|t| self.mem().read_u64(t.wrapping_add(self.off.tp_basicsize))).unwrap_or(0);
+        let basicsize =
+            self.ob_type(obj).and_then(|t| self.mem().read_u64(t.wrapping_add(self.off.tp_basicsize))).unwrap_or(0);
         let pymutex = match kind {
             LockKind::RLock => basicsize == 40 + h,
             _ => basicsize == 24 + h,
@@ -153,7 +158,12 @@ impl PyProcess {
                 let sem = m.read_u64(obj + lay("rlockobject", "rlock_lock").unwrap_or(16 + h))?;
                 let owner = m.read_u64(obj + lay("rlockobject", "rlock_owner").unwrap_or(24 + h))?;
                 let count = m.read_u64(obj + lay("rlockobject", "rlock_count").unwrap_or(32 + h))?;
-                Ok(ThreadLockState { held: count > 0, owner: (count > 0).then_some(owner), sem: Some(sem), contended: false })
+                Ok(ThreadLockState {
+                    held: count > 0,
+                    owner: (count > 0).then_some(owner),
+                    sem: Some(sem),
+                    contended: false,
+                })
             }
             _ => {
                 let sem = m.read_u64(obj + lay("lockobject", "lock_lock").unwrap_or(16 + h))?;
@@ -169,7 +179,11 @@ impl PyProcess {
         let default = if self.version.at_least(3, 11) { 96 } else { 72 } + self.head();
         let off = self.layout.as_ref().and_then(|l| l.field("PyCodeObject", field)).unwrap_or(default);
         let Ok(t) = self.mem().read_u64(code + off) else { return vec![] };
-        self.read_sequence(t, true, 4096).unwrap_or_default().into_iter().map(|p| self.read_str_max(p, 256).unwrap_or_default()).collect()
+        self.read_sequence(t, true, 4096)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| self.read_str_max(p, 256).unwrap_or_default())
+            .collect()
     }
 
     /// Locals and value stack of a thread frame. The innermost frame's stack top is not saved by
@@ -183,7 +197,8 @@ impl PyProcess {
         let mut out = FrameValues::default();
         match self.off.frame {
             FrameOffsets::Object { .. } => {
-                let lp = frame + lay("PyFrameObject", "f_localsplus").unwrap_or(if self.version.minor == 10 { 352 } else { 360 });
+                let lp = frame
+                    + lay("PyFrameObject", "f_localsplus").unwrap_or(if self.version.minor == 10 { 352 } else { 360 });
                 let vs = m.read_u64(frame + lay("PyFrameObject", "f_valuestack").unwrap_or(64))?;
                 out.globals = m.read_u64(frame + lay("PyFrameObject", "f_globals").unwrap_or(48))?;
                 let nloc = if vs > lp { ((vs - lp) / 8).min(MAX_SLOTS) } else { 0 };
@@ -191,8 +206,15 @@ impl PyProcess {
                 for (i, c) in locals.chunks_exact(8).enumerate() {
                     out.locals.push((names.get(i).cloned(), u64::from_le_bytes(c.try_into().unwrap())));
                 }
-                let stacksize = lay("PyCodeObject", "co_stacksize").map(|o| m.read_i32(code + o).unwrap_or(0)).unwrap_or(0).clamp(0, MAX_SLOTS as i32);
-                let top = if self.version.minor <= 9 { m.read_u64(frame + lay("PyFrameObject", "f_stacktop").unwrap_or(72))? } else { 0 };
+                let stacksize = lay("PyCodeObject", "co_stacksize")
+                    .map(|o| m.read_i32(code + o).unwrap_or(0))
+                    .unwrap_or(0)
+                    .clamp(0, MAX_SLOTS as i32);
+                let top = if self.version.minor <= 9 {
+                    m.read_u64(frame + lay("PyFrameObject", "f_stacktop").unwrap_or(72))?
+                } else {
+                    0
+                };
                 let end = if top > vs && (top - vs) / 8 <= MAX_SLOTS { top } else { vs + 8 * stacksize as u64 };
                 if end > vs {
                     let st = m.read_vec(vs, (end - vs) as usize)?;
@@ -200,7 +222,8 @@ impl PyProcess {
                 }
             }
             FrameOffsets::Interp { localsplus, stack, tagged, .. } => {
-                let globals_off = lay("_PyInterpreterFrame", "f_globals").unwrap_or(if self.version.minor == 11 { 8 } else { 24 });
+                let globals_off =
+                    lay("_PyInterpreterFrame", "f_globals").unwrap_or(if self.version.minor == 11 { 8 } else { 24 });
                 out.globals = m.read_u64(frame + globals_off)?;
                 let nlp = info.nlocalsplus.unwrap_or(0).clamp(0, MAX_SLOTS as i64) as u64;
                 let base = frame + localsplus;
@@ -247,7 +270,9 @@ impl PyProcess {
                 if let Ok(Some(store)) = self.instance_attrs(*slf) {
                     let items = match store {
                         super::objects::AttrStore::Dict(d) => self.dict_items(d).unwrap_or_default(),
-                        super::objects::AttrStore::Values { keys, values } => self.keys_items(keys, Some(values)).unwrap_or_default(),
+                        super::objects::AttrStore::Values { keys, values } => {
+                            self.keys_items(keys, Some(values)).unwrap_or_default()
+                        }
                     };
                     if let Some((k, _)) = items.iter().find(|(_, v)| *v == obj) {
                         return self.read_str_max(*k, 256).ok().map(|n| format!("self.{n}"));

@@ -75,7 +75,8 @@ impl PyProcess {
             return Err(Error::UnsupportedVersion { pid, version: version.to_string(), detail: String::new() });
         }
         let dbg = if version.at_least(3, 13) {
-            debug_offsets::read(target.mem.as_ref(), target.runtime_addr, version.minor).map_err(|e| mem_error(pid, e))?
+            debug_offsets::read(target.mem.as_ref(), target.runtime_addr, version.minor)
+                .map_err(|e| mem_error(pid, e))?
         } else {
             None
         };
@@ -92,7 +93,12 @@ impl PyProcess {
             return Err(Error::UnsupportedVersion {
                 pid,
                 version: version.to_string(),
-                detail: format!(" (no python_layouts/3.{}{}.json; have {})", version.minor, if free_threaded { "t" } else { "" }, layout_file::embedded_labels().join(", ")),
+                detail: format!(
+                    " (no python_layouts/3.{}{}.json; have {})",
+                    version.minor,
+                    if free_threaded { "t" } else { "" },
+                    layout_file::embedded_labels().join(", ")
+                ),
             });
         }
         if version.minor > MAX_MINOR && file.is_none() {

@@ -18,7 +18,10 @@ const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
 pub enum AttrStore {
     Dict(u64),
     /// Split values with the type's shared keys (3.11+ managed/inline values).
-    Values { keys: u64, values: u64 },
+    Values {
+        keys: u64,
+        values: u64,
+    },
 }
 
 fn bad(addr: u64) -> MemError {
@@ -157,11 +160,8 @@ impl PyProcess {
         if size < 0 || size as u64 > max {
             return Err(bad(addr));
         }
-        let items = if is_tuple {
-            addr + self.off.tuple_item
-        } else {
-            self.mem().read_u64(addr + self.off.list_item)?
-        };
+        let items =
+            if is_tuple { addr + self.off.tuple_item } else { self.mem().read_u64(addr + self.off.list_item)? };
         let raw = self.mem().read_vec(items, size as usize * 8)?;
         Ok(raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
     }
@@ -186,7 +186,15 @@ impl PyProcess {
                 if dk_size == 0 || dk_size > (1 << 32) || !dk_size.is_power_of_two() {
                     return Err(bad(keys));
                 }
-                let width = if dk_size <= 0xff { 1 } else if dk_size <= 0xffff { 2 } else if dk_size <= 0xffff_ffff { 4 } else { 8 };
+                let width = if dk_size <= 0xff {
+                    1
+                } else if dk_size <= 0xffff {
+                    2
+                } else if dk_size <= 0xffff_ffff {
+                    4
+                } else {
+                    8
+                };
                 (keys + indices + dk_size * width, h[..].u64_at(nentries), 24u64, 8u64, 16u64)
             }
             DictKeysOffsets::Log2 { log2_size, log2_index_bytes, kind, nentries, indices } => {

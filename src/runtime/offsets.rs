@@ -186,8 +186,11 @@ impl Offsets {
         let interp_id = s.req(id, "PyInterpreterState.id");
         let m = s.df("interpreter_state.imports_modules", "PyInterpreterState", &["imports.modules", "modules"]);
         let interp_modules = s.req(m, "PyInterpreterState.modules");
-        let interp_ceval_gil =
-            if v.at_least(3, 12) { s.df("interpreter_state.ceval_gil", "PyInterpreterState", &["ceval.gil"]) } else { None };
+        let interp_ceval_gil = if v.at_least(3, 12) {
+            s.df("interpreter_state.ceval_gil", "PyInterpreterState", &["ceval.gil"])
+        } else {
+            None
+        };
         if v.at_least(3, 12) && interp_ceval_gil.is_none() {
             s.missing.push("PyInterpreterState.ceval.gil".into());
         }
@@ -231,7 +234,8 @@ impl Offsets {
             let a = s.f("PyThreadState", &["frame"]);
             (Some(s.req(a, "PyThreadState.frame")), None, None, None)
         };
-        let ts_status = if v.at_least(3, 12) { s.df("thread_state.status", "PyThreadState", &["_status"]) } else { None };
+        let ts_status =
+            if v.at_least(3, 12) { s.df("thread_state.status", "PyThreadState", &["_status"]) } else { None };
         let status_bit = |s: &Src, name: &str| -> Option<u8> {
             let b = s.bit("PyThreadState", &format!("_status.{name}"))?;
             let base = ts_status?;
@@ -257,10 +261,7 @@ impl Offsets {
             let stack = s.df("interpreter_frame.stackpointer", "_PyInterpreterFrame", &["stackpointer", "stacktop"]);
             let tlbc_index =
                 s.d("interpreter_frame.tlbc_index").filter(|x| *x != 0).or(s.f("_PyInterpreterFrame", &["tlbc_index"]));
-            let size = s
-                .d("interpreter_frame.size")
-                .or(s.size("_PyInterpreterFrame"))
-                .unwrap_or(80);
+            let size = s.d("interpreter_frame.size").or(s.size("_PyInterpreterFrame")).unwrap_or(80);
             let cstack = s.enum_value("FRAME_OWNED_BY_CSTACK");
             let interp_owner = s.enum_value("FRAME_OWNED_BY_INTERPRETER");
             let gen_owner = s.enum_value("FRAME_OWNED_BY_GENERATOR").unwrap_or(1) as u8;
@@ -317,20 +318,36 @@ impl Offsets {
             s.missing.push("PyCodeObject.co_code_adaptive".into());
         }
         let code_firsttraceable = s.f("PyCodeObject", &["_co_firsttraceable"]);
-        let code_tlbc = if free_threaded { s.d("code_object.co_tlbc").filter(|x| *x != 0).or(s.f("PyCodeObject", &["co_tlbc"])) } else { None };
+        let code_tlbc = if free_threaded {
+            s.d("code_object.co_tlbc").filter(|x| *x != 0).or(s.f("PyCodeObject", &["co_tlbc"]))
+        } else {
+            None
+        };
         let ft_code = if free_threaded { 16 } else { 0 };
         let code_nlocalsplus = if v.at_least(3, 11) {
             s.f("PyCodeObject", &["co_nlocalsplus"]).or(if v.at_least(3, 12) { Some(72 + ft_code) } else { None })
         } else {
             None
         };
-        let code_stacksize = s.f("PyCodeObject", &["co_stacksize"]).or(if v.at_least(3, 12) { Some(64 + ft_code) } else { None });
-        let code_read_size = [Some(code_filename), Some(code_name), code_qualname, Some(code_firstlineno), Some(code_linetable), code_code, code_firsttraceable, code_tlbc, code_nlocalsplus, code_stacksize]
-            .iter()
-            .flatten()
-            .max()
-            .copied()
-            .unwrap_or(0)
+        let code_stacksize =
+            s.f("PyCodeObject", &["co_stacksize"]).or(if v.at_least(3, 12) { Some(64 + ft_code) } else { None });
+        let code_read_size = [
+            Some(code_filename),
+            Some(code_name),
+            code_qualname,
+            Some(code_firstlineno),
+            Some(code_linetable),
+            code_code,
+            code_firsttraceable,
+            code_tlbc,
+            code_nlocalsplus,
+            code_stacksize,
+        ]
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or(0)
             + 8;
 
         let ob_type = s.df("pyobject.ob_type", "PyObject", &["ob_type"]).unwrap_or(8 + head);
@@ -355,7 +372,8 @@ impl Offsets {
         let str_length = s.df("unicode_object.length", "PyASCIIObject", &["length"]).unwrap_or(16 + head);
         let str_state = s.df("unicode_object.state", "PyASCIIObject", &["state"]).unwrap_or(32 + head);
         let ascii_default = if v.at_least(3, 12) { 40 } else { 48 } + head;
-        let str_ascii_size = s.d("unicode_object.asciiobject_size").or(s.size("PyASCIIObject")).unwrap_or(ascii_default);
+        let str_ascii_size =
+            s.d("unicode_object.asciiobject_size").or(s.size("PyASCIIObject")).unwrap_or(ascii_default);
         let str_compact_size = s
             .d("unicode_object.compactunicodeobject_size")
             .or(s.size("PyCompactUnicodeObject"))
@@ -402,8 +420,18 @@ impl Offsets {
         let module_dict = s.f("PyModuleObject", &["md_dict"]).unwrap_or(16 + head);
 
         let ts_read_size = [
-            Some(ts_next), Some(ts_interp), Some(ts_thread_id), ts_native_thread_id, ts_dict, ts_frame, ts_cframe,
-            ts_current_frame, ts_status, ts_holds_gil, ts_gil_requested, ts_state,
+            Some(ts_next),
+            Some(ts_interp),
+            Some(ts_thread_id),
+            ts_native_thread_id,
+            ts_dict,
+            ts_frame,
+            ts_cframe,
+            ts_current_frame,
+            ts_status,
+            ts_holds_gil,
+            ts_gil_requested,
+            ts_state,
         ]
         .iter()
         .flatten()

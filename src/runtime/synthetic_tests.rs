@@ -165,7 +165,14 @@ fn reader(img: Image, runtime: u64) -> PyProcess {
     let dbg = ft314_debug_offsets();
     let off = Offsets::resolve(v, true, None, Some(&dbg)).expect("offsets");
     let types = TypeAddrs { code: Some(CODE_TYPE), unicode: Some(STR_TYPE), none: Some(NONE), ..Default::default() };
-    PyProcess::from_parts(std::process::id() as i32, Arc::new(img.mem), off, runtime, types, "/synthetic/python3.14t".into())
+    PyProcess::from_parts(
+        std::process::id() as i32,
+        Arc::new(img.mem),
+        off,
+        runtime,
+        types,
+        "/synthetic/python3.14t".into(),
+    )
 }
 
 #[test]

@@ -108,7 +108,14 @@ impl PyProcess {
             } else {
                 None
             };
-            actors.push(Actor { id: ActorId::Thread(tid), label, waits_for, holds: held, parked, frames: stack.frames.clone() });
+            actors.push(Actor {
+                id: ActorId::Thread(tid),
+                label,
+                waits_for,
+                holds: held,
+                parked,
+                frames: stack.frames.clone(),
+            });
         }
         Ok(ThreadFacts { actors, locks })
     }

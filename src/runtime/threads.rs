@@ -128,7 +128,17 @@ impl PyProcess {
                 0
             };
             let dict = o.ts_dict.map(|f| b.u64_at(f)).unwrap_or(0);
-            out.push(ThreadRecord { interp_id: interp.id, tstate: ts, ident, native_tid, holds_gil, gil_requested, active, top_frame, dict });
+            out.push(ThreadRecord {
+                interp_id: interp.id,
+                tstate: ts,
+                ident,
+                native_tid,
+                holds_gil,
+                gil_requested,
+                active,
+                top_frame,
+                dict,
+            });
             ts = b.u64_at(o.ts_next);
         }
         Ok(out)

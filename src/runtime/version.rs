@@ -112,9 +112,8 @@ pub fn detect(target: &Target) -> Option<(PyVersion, bool)> {
         }
     }
     // 3.8-3.10: the minor from the file name, the micro from Py_GetVersion's buffer in .bss/.data.
-    let (maj, min) = version_from_name(&target.python.path)
-        .or_else(|| version_from_name(&target.exe))
-        .map(|(a, b, _)| (a, b))?;
+    let (maj, min) =
+        version_from_name(&target.python.path).or_else(|| version_from_name(&target.exe)).map(|(a, b, _)| (a, b))?;
     for sec in [".bss", ".data"] {
         if let Some((addr, size)) = target.python.section(sec) {
             let size = size.min(8 << 20) as usize;

@@ -70,9 +70,10 @@ fn save(app: &mut App) {
     let stamp = s.captured_at.replace([':', '.'], "-");
     let name = format!("taskspy-{}-{}.json", s.pid, stamp);
     let path = std::env::current_dir().map(|d| d.join(&name)).unwrap_or_else(|_| name.clone().into());
-    app.status = match std::fs::File::create(&path).map_err(|e| e.to_string()).and_then(|f| {
-        serde_json::to_writer_pretty(std::io::BufWriter::new(f), s).map_err(|e| e.to_string())
-    }) {
+    app.status = match std::fs::File::create(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| serde_json::to_writer_pretty(std::io::BufWriter::new(f), s).map_err(|e| e.to_string()))
+    {
         Ok(()) => format!("saved snapshot to {}", path.display()),
         Err(e) => format!("could not save {}: {e}", path.display()),
     };
@@ -80,14 +81,17 @@ fn save(app: &mut App) {
 
 pub fn run(opts: &TopOptions) -> Result<crate::commands::Output> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
-        return Err(Error::other("taskspy top needs an interactive terminal; use `taskspy dump PID` (or --json) for non-interactive output"));
+        return Err(Error::other(
+            "taskspy top needs an interactive terminal; use `taskspy dump PID` (or --json) for non-interactive output",
+        ));
     }
     let mut app;
     let rx: Option<Receiver<Msg>>;
     let stop = Arc::new(AtomicBool::new(false));
     if let Some(path) = &opts.replay {
         let text = std::fs::read_to_string(path).map_err(|e| Error::other(format!("reading {path}: {e}")))?;
-        let snap: Snapshot = serde_json::from_str(&text).map_err(|e| Error::other(format!("{path} is not a taskspy snapshot: {e}")))?;
+        let snap: Snapshot =
+            serde_json::from_str(&text).map_err(|e| Error::other(format!("{path} is not a taskspy snapshot: {e}")))?;
         app = App::new(snap.pid, true);
         app.color = opts.color;
         let findings: Vec<Finding> = snap.findings.clone();
@@ -139,7 +143,8 @@ pub fn run(opts: &TopOptions) -> Result<crate::commands::Output> {
 }
 
 fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<AtomicBool>) {
-    let tid_by_ident = |s: &Snapshot| -> HashMap<u64, i32> { s.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect() };
+    let tid_by_ident =
+        |s: &Snapshot| -> HashMap<u64, i32> { s.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect() };
     let mut idents: HashMap<u64, i32> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         // GIL window: sample holders for one refresh period.

@@ -33,7 +33,13 @@ fn snapshot(tasks: Vec<TaskSnap>, threads: Vec<ThreadSnap>) -> Snapshot {
         schema: "taskspy/1".into(),
         pid: 100,
         captured_at: "2026-11-25T08:00:00.000Z".into(),
-        python: PythonInfo { version: "3.14.10".into(), executable: "/usr/bin/python3.14".into(), free_threaded: false, gil_enabled: true, library: None },
+        python: PythonInfo {
+            version: "3.14.10".into(),
+            executable: "/usr/bin/python3.14".into(),
+            free_threaded: false,
+            gil_enabled: true,
+            library: None,
+        },
         threads,
         tasks,
         findings: vec![],
@@ -79,7 +85,11 @@ fn demo_app() -> App {
     let mut app = App::new(100, false);
     let mut gil = GilWindow { held_pct: 87.0, switches_per_s: 150.0, per_thread: HashMap::new() };
     gil.per_thread.insert(100, ThreadShare { gil_pct: 87.0, cpu_pct: 91.0 });
-    app.update(snapshot(tasks, vec![thread(100, "MainThread", true), thread(101, "db-pool-0", false)]), vec![], Some(gil));
+    app.update(
+        snapshot(tasks, vec![thread(100, "MainThread", true), thread(101, "db-pool-0", false)]),
+        vec![],
+        Some(gil),
+    );
     app
 }
 
@@ -87,7 +97,22 @@ fn demo_app() -> App {
 fn main_screen_shows_every_pane() {
     let mut app = demo_app();
     let s = render(&mut app, 120, 40);
-    for needle in ["taskspy top — PID 100", "Python 3.14.10", "Threads (2)", "MainThread", "db-pool-0", "Tasks (3)", "accept-loop", "worker-1", "[pending: lock]", "Details", "Findings (0)", "held 87%", "150 switches/s", "q quit"] {
+    for needle in [
+        "taskspy top — PID 100",
+        "Python 3.14.10",
+        "Threads (2)",
+        "MainThread",
+        "db-pool-0",
+        "Tasks (3)",
+        "accept-loop",
+        "worker-1",
+        "[pending: lock]",
+        "Details",
+        "Findings (0)",
+        "held 87%",
+        "150 switches/s",
+        "q quit",
+    ] {
         assert!(s.contains(needle), "missing {needle:?} in\n{s}");
     }
     // The selection starts on the first task and the details pane describes it.
@@ -240,5 +265,8 @@ fn no_color_mode_draws_without_colours() {
     assert!(buf.content().iter().all(|c| c.fg == ratatui::style::Color::Reset && c.bg == ratatui::style::Color::Reset));
     app.color = true;
     term.draw(|f| view::draw(f, &mut app)).unwrap();
-    assert!(term.backend().buffer().content().iter().any(|c| c.fg != ratatui::style::Color::Reset), "colour mode must colour something");
+    assert!(
+        term.backend().buffer().content().iter().any(|c| c.fg != ratatui::style::Color::Reset),
+        "colour mode must colour something"
+    );
 }

@@ -19,7 +19,10 @@ fn short_file(f: &str) -> &str {
 pub fn draw(f: &mut Frame, app: &mut App) {
     let area = f.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        let msg = format!("Terminal too small ({}x{}); taskspy top needs at least {MIN_WIDTH}x{MIN_HEIGHT}. q quits.", area.width, area.height);
+        let msg = format!(
+            "Terminal too small ({}x{}); taskspy top needs at least {MIN_WIDTH}x{MIN_HEIGHT}. q quits.",
+            area.width, area.height
+        );
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
         return;
     }
@@ -63,10 +66,17 @@ pub fn draw(f: &mut Frame, app: &mut App) {
 }
 
 fn header(f: &mut Frame, app: &App, area: Rect) {
-    let mut spans = vec![Span::styled(format!(" taskspy top — PID {}", app.pid), Style::default().add_modifier(Modifier::BOLD))];
+    let mut spans =
+        vec![Span::styled(format!(" taskspy top — PID {}", app.pid), Style::default().add_modifier(Modifier::BOLD))];
     if let Some(s) = &app.snapshot {
         let build = if s.python.free_threaded { "free-threaded" } else { "GIL build" };
-        spans.push(Span::raw(format!(" · Python {} · {} · {} threads · {} tasks", s.python.version, build, s.threads.len(), s.tasks.len())));
+        spans.push(Span::raw(format!(
+            " · Python {} · {} · {} threads · {} tasks",
+            s.python.version,
+            build,
+            s.threads.len(),
+            s.tasks.len()
+        )));
     }
     if app.refresh_cost_ms > 0.0 {
         spans.push(Span::raw(format!(" · refresh {:.0} ms", app.refresh_cost_ms)));
@@ -75,7 +85,10 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
         spans.push(Span::styled(" · REPLAY", Style::default().fg(Color::Cyan)));
     }
     if app.exited {
-        spans.push(Span::styled(" · process exited (showing last view)", Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)));
+        spans.push(Span::styled(
+            " · process exited (showing last view)",
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
     }
     if app.paused {
         spans.push(Span::styled(" · PAUSED", Style::default().fg(Color::Yellow)));
@@ -93,7 +106,10 @@ fn pane_block(title: String, focused: bool) -> Block<'static> {
 
 fn threads(f: &mut Frame, app: &App, area: Rect) {
     let Some(s) = &app.snapshot else {
-        f.render_widget(Paragraph::new("waiting for the first snapshot…").block(pane_block(" Threads ".into(), false)), area);
+        f.render_widget(
+            Paragraph::new("waiting for the first snapshot…").block(pane_block(" Threads ".into(), false)),
+            area,
+        );
         return;
     };
     let height = area.height.saturating_sub(3) as usize;
@@ -106,7 +122,11 @@ fn threads(f: &mut Frame, app: &App, area: Rect) {
         .take(height)
         .map(|(i, t)| {
             let share = t.tid.and_then(|tid| app.gil.per_thread.get(&tid)).copied().unwrap_or_default();
-            let top = t.frames.first().map(|fr| format!("{} ({}:{})", escape(&fr.function), escape(short_file(&fr.file)), fr.line)).unwrap_or_default();
+            let top = t
+                .frames
+                .first()
+                .map(|fr| format!("{} ({}:{})", escape(&fr.function), escape(short_file(&fr.file)), fr.line))
+                .unwrap_or_default();
             let mut style = Style::default();
             if t.holds_gil {
                 style = style.fg(Color::Green);
@@ -125,9 +145,19 @@ fn threads(f: &mut Frame, app: &App, area: Rect) {
             .style(style)
         })
         .collect();
-    let widths = [Constraint::Length(14), Constraint::Length(7), Constraint::Length(8), Constraint::Length(4), Constraint::Length(4), Constraint::Fill(1)];
+    let widths = [
+        Constraint::Length(14),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(4),
+        Constraint::Length(4),
+        Constraint::Fill(1),
+    ];
     let table = Table::new(rows, widths)
-        .header(TRow::new(vec!["NAME", "TID", "STATE", "GIL", "CPU", "FRAME"]).style(Style::default().add_modifier(Modifier::BOLD)))
+        .header(
+            TRow::new(vec!["NAME", "TID", "STATE", "GIL", "CPU", "FRAME"])
+                .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
         .block(pane_block(format!(" Threads ({}) ", s.threads.len()), app.focus == Pane::Threads));
     f.render_widget(table, area);
 }
@@ -144,8 +174,17 @@ fn tasks(f: &mut Frame, app: &mut App, area: Rect) {
     let mut lines: Vec<Line> = Vec::with_capacity(inner_h);
     // Only the visible window of rows is turned into lines (thousands of tasks stay cheap).
     for (i, r) in app.rows.iter().enumerate().skip(start).take(inner_h) {
-        let marker = if r.has_children { if r.expanded { "▾ " } else { "▸ " } } else { "  " };
-        let mut text = format!("{}{}{}  [{}: {}]", "  ".repeat(r.depth.min(30)), marker, escape(&r.name), r.state, r.waiting_on);
+        let marker = if r.has_children {
+            if r.expanded {
+                "▾ "
+            } else {
+                "▸ "
+            }
+        } else {
+            "  "
+        };
+        let mut text =
+            format!("{}{}{}  [{}: {}]", "  ".repeat(r.depth.min(30)), marker, escape(&r.name), r.state, r.waiting_on);
         if r.cycle {
             text.push_str("  ↺ CYCLE");
         }
@@ -165,7 +204,11 @@ fn tasks(f: &mut Frame, app: &mut App, area: Rect) {
         lines.push(Line::styled(text, style));
     }
     if app.rows.is_empty() {
-        lines.push(Line::raw(if app.filter.is_empty() { "(no pending asyncio tasks)" } else { "(no task matches the filter)" }));
+        lines.push(Line::raw(if app.filter.is_empty() {
+            "(no pending asyncio tasks)"
+        } else {
+            "(no task matches the filter)"
+        }));
     }
     f.render_widget(Paragraph::new(lines).block(block), area);
 }
@@ -176,7 +219,9 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
         Pane::Tasks => {
             if let Some(t) = app.selected_task_snap() {
                 let snap = app.snapshot.as_ref().unwrap();
-                let name_of = |id: &String| snap.tasks.iter().find(|x| &x.id == id).map(|x| escape(&x.name)).unwrap_or_else(|| id.clone());
+                let name_of = |id: &String| {
+                    snap.tasks.iter().find(|x| &x.id == id).map(|x| escape(&x.name)).unwrap_or_else(|| id.clone())
+                };
                 lines.push(Line::raw(format!(
                     "task {} {} · {} · thread {} · waits on {}{}",
                     escape(&t.name),
@@ -184,18 +229,34 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
                     t.state,
                     t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
                     t.waiting_on.kind,
-                    t.waiting_on.object.as_ref().map(|o| format!(" {} {}", t.waiting_on.object_type.clone().unwrap_or_default(), o)).unwrap_or_default()
+                    t.waiting_on
+                        .object
+                        .as_ref()
+                        .map(|o| format!(" {} {}", t.waiting_on.object_type.clone().unwrap_or_default(), o))
+                        .unwrap_or_default()
                 )));
                 lines.push(Line::raw(format!(
                     "awaited by: {}   awaits: {}",
-                    if t.awaited_by.is_empty() { "-".into() } else { t.awaited_by.iter().map(name_of).collect::<Vec<_>>().join(", ") },
-                    if t.awaiting.is_empty() { "-".into() } else { t.awaiting.iter().map(name_of).collect::<Vec<_>>().join(", ") }
+                    if t.awaited_by.is_empty() {
+                        "-".into()
+                    } else {
+                        t.awaited_by.iter().map(name_of).collect::<Vec<_>>().join(", ")
+                    },
+                    if t.awaiting.is_empty() {
+                        "-".into()
+                    } else {
+                        t.awaiting.iter().map(name_of).collect::<Vec<_>>().join(", ")
+                    }
                 )));
                 let held: Vec<String> = app
                     .findings
                     .iter()
                     .filter(|(_, fd)| fd.tasks.contains(&t.id))
-                    .flat_map(|(_, fd)| fd.locks.iter().map(|l| format!("{} {}", l.kind, l.name.clone().unwrap_or_else(|| l.address.clone()))))
+                    .flat_map(|(_, fd)| {
+                        fd.locks
+                            .iter()
+                            .map(|l| format!("{} {}", l.kind, l.name.clone().unwrap_or_else(|| l.address.clone())))
+                    })
                     .collect();
                 if !held.is_empty() {
                     lines.push(Line::raw(format!("locks involved: {}", escape(&held.join(", ")))));
@@ -228,12 +289,19 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
 fn findings(f: &mut Frame, app: &App, area: Rect) {
     let mut lines: Vec<Line> = Vec::new();
     for (_, fd) in app.findings.iter().rev().take(area.height.saturating_sub(2) as usize) {
-        lines.push(Line::styled(format!("[{}] {}: {}", fd.severity, fd.kind, escape(&fd.summary)), Style::default().fg(Color::Red)));
+        lines.push(Line::styled(
+            format!("[{}] {}: {}", fd.severity, fd.kind, escape(&fd.summary)),
+            Style::default().fg(Color::Red),
+        ));
     }
     if lines.is_empty() {
         lines.push(Line::raw("no deadlock candidates so far"));
     }
-    f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(format!(" Findings ({}) ", app.findings.len()))), area);
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(Block::default().borders(Borders::ALL).title(format!(" Findings ({}) ", app.findings.len()))),
+        area,
+    );
 }
 
 fn gil(f: &mut Frame, app: &App, area: Rect) {

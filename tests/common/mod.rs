@@ -542,7 +542,13 @@ impl Fixture {
     }
 
     /// Like `start`, with another python executable (a venv's) and this interpreter's environment.
-    pub fn start_with(interp: &Interpreter, exe: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Fixture, String> {
+    pub fn start_with(
+        interp: &Interpreter,
+        exe: &Path,
+        script: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Fixture, String> {
         let mut c = interp.command_with(exe);
         c.arg("-u").arg(fixture_path(script)).args(args);
         // Bounded life even if this test process is killed without running destructors.
@@ -562,7 +568,8 @@ impl Fixture {
         drain(child.stderr.take().unwrap(), stderr.clone());
         // Keeps reading after READY, so the fixture never blocks on a full pipe.
         let rx = read_lines(stdout);
-        let mut f = Fixture { child, pid, what: what.to_string(), before_ready: Vec::new(), lines: rx, stderr, exited: None };
+        let mut f =
+            Fixture { child, pid, what: what.to_string(), before_ready: Vec::new(), lines: rx, stderr, exited: None };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match f.lines.recv_timeout(Duration::from_millis(100)) {
@@ -1294,16 +1301,24 @@ pub fn write_suite_coverage(name: &str) {
     let r = registry().lock().unwrap_or_else(|p| p.into_inner());
     let mut versions: Vec<&String> = r.keys().collect();
     versions.sort_by_key(|v| version_key(v));
-    let exercised: Vec<String> = versions.iter().filter(|v| r[**v].failed.is_empty() && !r[**v].passed.is_empty()).map(|v| v.to_string()).collect();
+    let exercised: Vec<String> = versions
+        .iter()
+        .filter(|v| r[**v].failed.is_empty() && !r[**v].passed.is_empty())
+        .map(|v| v.to_string())
+        .collect();
     let failed: Vec<String> = versions
         .iter()
         .filter(|v| !r[**v].failed.is_empty())
         .map(|v| format!("{v} ({})", r[*v].failed.iter().cloned().collect::<Vec<_>>().join(",")))
         .collect();
     // Skips grouped by reason: "3.14 3.15 (test: reason)".
-    let mut skipped = by_reason(inv.skipped.iter().cloned().chain(
-        versions.iter().flat_map(|v| r[*v].skipped.iter().map(move |(test, why)| (v.to_string(), format!("{test}: {why}")))),
-    ));
+    let mut skipped = by_reason(
+        inv.skipped.iter().cloned().chain(
+            versions
+                .iter()
+                .flat_map(|v| r[*v].skipped.iter().map(move |(test, why)| (v.to_string(), format!("{test}: {why}")))),
+        ),
+    );
     if inv.supported.is_empty() {
         skipped.push("ALL (no supported interpreter found)".into());
     }
@@ -1328,7 +1343,11 @@ pub fn write_suite_coverage(name: &str) {
     if !subsets.is_empty() {
         line += &format!(
             " | by design only: {}",
-            subsets.iter().map(|(t, vs)| format!("{t} on {}", if vs.is_empty() { "none".to_string() } else { vs.join(" ") })).collect::<Vec<_>>().join(", ")
+            subsets
+                .iter()
+                .map(|(t, vs)| format!("{t} on {}", if vs.is_empty() { "none".to_string() } else { vs.join(" ") }))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let dir = repo_root().join("target");
@@ -1337,7 +1356,10 @@ pub fn write_suite_coverage(name: &str) {
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// Run `check` on every supported interpreter that `select` accepts (`select` returns a skip
@@ -1391,7 +1413,12 @@ pub fn each_interpreter(
             Err(p) => {
                 note(&format!("{test}: Python {} FAILED (panic) in {took:.1?}", interp.version));
                 record(&interp.version, test, Rec::Fail);
-                failures.push(format!("=== Python {} ({}) ===\npanicked: {}", interp.version, interp.label, panic_text(&*p)));
+                failures.push(format!(
+                    "=== Python {} ({}) ===\npanicked: {}",
+                    interp.version,
+                    interp.label,
+                    panic_text(&*p)
+                ));
             }
         }
     }

@@ -22,22 +22,14 @@ pub struct LoadedElf {
 pub fn load(path: &Path) -> Result<LoadedElf> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let data: &'static [u8] = Box::leak(data.into_boxed_slice());
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string());
-    let dwarf =
-        load_bytes(data).with_context(|| format!("loading DWARF from {}", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+    let dwarf = load_bytes(data).with_context(|| format!("loading DWARF from {}", path.display()))?;
     Ok(LoadedElf { name, dwarf })
 }
 
 pub fn load_bytes(data: &'static [u8]) -> Result<gimli::Dwarf<R>> {
     let elf = Elf::parse(data).context("not a valid ELF file")?;
-    let endian = if elf.little_endian {
-        gimli::RunTimeEndian::Little
-    } else {
-        gimli::RunTimeEndian::Big
-    };
+    let endian = if elf.little_endian { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
 
     // Section name -> index.
     let mut by_name: HashMap<&str, usize> = HashMap::new();
@@ -79,16 +71,11 @@ pub fn load_bytes(data: &'static [u8]) -> Result<gimli::Dwarf<R>> {
                 id.name()
             );
         }
-        let range = sh
-            .file_range()
-            .with_context(|| format!("section {} has no file range", id.name()))?;
-        let bytes = data
-            .get(range)
-            .with_context(|| format!("section {} is out of bounds", id.name()))?;
+        let range = sh.file_range().with_context(|| format!("section {} has no file range", id.name()))?;
+        let bytes = data.get(range).with_context(|| format!("section {} is out of bounds", id.name()))?;
         if let Some(&reloc_idx) = relocs_for.get(&idx) {
             let mut owned = bytes.to_vec();
-            apply_relocations(&elf, reloc_idx, &mut owned)
-                .with_context(|| format!("relocating {}", id.name()))?;
+            apply_relocations(&elf, reloc_idx, &mut owned).with_context(|| format!("relocating {}", id.name()))?;
             let leaked: &'static [u8] = Box::leak(owned.into_boxed_slice());
             return Ok(gimli::EndianSlice::new(leaked, endian));
         }
@@ -117,15 +104,10 @@ fn apply_relocations(elf: &Elf<'_>, reloc_idx: usize, buf: &mut [u8]) -> Result<
             (_, 0) => continue,         // R_*_NONE
             (m, t) => bail!("unsupported relocation type {t} for machine {m}"),
         };
-        let sym_value = if r.r_sym == 0 {
-            0
-        } else {
-            elf.syms.get(r.r_sym).map(|s| s.st_value).unwrap_or(0)
-        };
+        let sym_value = if r.r_sym == 0 { 0 } else { elf.syms.get(r.r_sym).map(|s| s.st_value).unwrap_or(0) };
         let off = r.r_offset as usize;
-        let slot = buf
-            .get_mut(off..off + width)
-            .with_context(|| format!("relocation offset {off:#x} out of bounds"))?;
+        let slot =
+            buf.get_mut(off..off + width).with_context(|| format!("relocation offset {off:#x} out of bounds"))?;
         let addend = match r.r_addend {
             Some(a) => a,
             None => {

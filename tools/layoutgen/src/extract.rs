@@ -78,10 +78,7 @@ struct Member {
 
 impl Program {
     pub fn new(elfs: Vec<LoadedElf>) -> Result<Self> {
-        let wanted: HashSet<&'static [u8]> = spec::wanted_names()
-            .into_iter()
-            .map(str::as_bytes)
-            .collect();
+        let wanted: HashSet<&'static [u8]> = spec::wanted_names().into_iter().map(str::as_bytes).collect();
         let mut prog = Program {
             files: Vec::new(),
             sources: Vec::new(),
@@ -109,12 +106,7 @@ impl Program {
             for (unit_idx, unit) in units.iter().enumerate() {
                 prog.index_unit(&dwarf, unit, file_idx, unit_idx, &wanted)?;
             }
-            prog.files.push(FileDwarf {
-                dwarf,
-                units,
-                unit_starts,
-                unit_names,
-            });
+            prog.files.push(FileDwarf { dwarf, units, unit_starts, unit_names });
         }
         Ok(prog)
     }
@@ -138,19 +130,13 @@ impl Program {
         cursor.next_entry()?; // first child of the unit DIE
         while let Some(entry) = cursor.current() {
             let kind = match entry.tag() {
-                dw::DW_TAG_structure_type | dw::DW_TAG_union_type | dw::DW_TAG_class_type => {
-                    Some(Kind::Aggregate)
-                }
+                dw::DW_TAG_structure_type | dw::DW_TAG_union_type | dw::DW_TAG_class_type => Some(Kind::Aggregate),
                 dw::DW_TAG_typedef => Some(Kind::Typedef),
                 dw::DW_TAG_enumeration_type => Some(Kind::Enum),
                 _ => None,
             };
             if let Some(kind) = kind {
-                let loc = Loc {
-                    file,
-                    unit: unit_idx,
-                    off: entry.offset(),
-                };
+                let loc = Loc { file, unit: unit_idx, off: entry.offset() };
                 let is_def = entry.has_children() && !is_declaration(entry);
                 let name = match entry.attr_value(dw::DW_AT_name) {
                     Some(v) => Some(dwarf.attr_string(unit, v)?.slice()),
@@ -162,11 +148,7 @@ impl Program {
                             self.tag_defs.entry(name).or_insert(loc);
                         }
                         if wanted.contains(name) {
-                            self.named.entry(name).or_default().push(Occurrence {
-                                kind,
-                                loc,
-                                is_def,
-                            });
+                            self.named.entry(name).or_default().push(Occurrence { kind, loc, is_def });
                         }
                     }
                     None => {
@@ -225,11 +207,7 @@ impl Program {
                     Err(i) => i - 1,
                 };
                 let unit_off = off.to_unit_offset(&f.units[idx].header)?;
-                Some(Loc {
-                    file: loc.file,
-                    unit: idx,
-                    off: unit_off,
-                })
+                Some(Loc { file: loc.file, unit: idx, off: unit_off })
             }
             _ => None,
         }
@@ -262,10 +240,7 @@ impl Program {
         let Some((loc, e)) = self.strip(loc)? else {
             return Ok(None);
         };
-        if !matches!(
-            e.tag(),
-            dw::DW_TAG_structure_type | dw::DW_TAG_union_type | dw::DW_TAG_class_type
-        ) {
+        if !matches!(e.tag(), dw::DW_TAG_structure_type | dw::DW_TAG_union_type | dw::DW_TAG_class_type) {
             return Ok(None);
         }
         if e.has_children() && !is_declaration(&e) {
@@ -313,54 +288,31 @@ impl Program {
             None => 0,
             Some(v) => member_location(&v).unwrap_or(0),
         };
-        let bits = match e
-            .attr_value(dw::DW_AT_bit_size)
-            .and_then(|v| v.udata_value())
-        {
+        let bits = match e.attr_value(dw::DW_AT_bit_size).and_then(|v| v.udata_value()) {
             None => None,
             Some(size) => {
-                if let Some(dbo) = e
-                    .attr_value(dw::DW_AT_data_bit_offset)
-                    .and_then(|v| v.udata_value())
-                {
+                if let Some(dbo) = e.attr_value(dw::DW_AT_data_bit_offset).and_then(|v| v.udata_value()) {
                     Some((byte_off * 8 + dbo, size))
-                } else if let Some(bo) = e
-                    .attr_value(dw::DW_AT_bit_offset)
-                    .and_then(|v| v.udata_value())
-                {
+                } else if let Some(bo) = e.attr_value(dw::DW_AT_bit_offset).and_then(|v| v.udata_value()) {
                     // DWARF 2-4 style: bit_offset counts from the most significant
                     // bit of a storage unit of DW_AT_byte_size bytes at data_member_location.
-                    let storage = match e
-                        .attr_value(dw::DW_AT_byte_size)
-                        .and_then(|v| v.udata_value())
-                    {
+                    let storage = match e.attr_value(dw::DW_AT_byte_size).and_then(|v| v.udata_value()) {
                         Some(s) => s,
                         None => match ty {
                             Some(t) => self
                                 .strip(t)?
-                                .and_then(|(_, te)| {
-                                    te.attr_value(dw::DW_AT_byte_size)
-                                        .and_then(|v| v.udata_value())
-                                })
+                                .and_then(|(_, te)| te.attr_value(dw::DW_AT_byte_size).and_then(|v| v.udata_value()))
                                 .unwrap_or(4),
                             None => 4,
                         },
                     };
-                    Some((
-                        byte_off * 8 + old_bit_offset_to_lsb(storage, bo, size),
-                        size,
-                    ))
+                    Some((byte_off * 8 + old_bit_offset_to_lsb(storage, bo, size), size))
                 } else {
                     Some((byte_off * 8, size))
                 }
             }
         };
-        Ok(Member {
-            name,
-            ty,
-            byte_off,
-            bits,
-        })
+        Ok(Member { name, ty, byte_off, bits })
     }
 
     /// Find a member by name among the members of the aggregate at `loc`,
@@ -413,11 +365,7 @@ impl Program {
             };
             if i + 1 == parts.len() {
                 return Ok(Some(match m.bits {
-                    Some((bit, size)) => Resolved::Bits {
-                        byte: bit / 8,
-                        bit: bit % 8,
-                        size,
-                    },
+                    Some((bit, size)) => Resolved::Bits { byte: bit / 8, bit: bit % 8, size },
                     None => Resolved::Field(m.byte_off),
                 }));
             }
@@ -438,15 +386,8 @@ impl Program {
         let Some((loc, e)) = self.find_struct(spec)? else {
             return Ok(None);
         };
-        let size = e
-            .attr_value(dw::DW_AT_byte_size)
-            .and_then(|v| v.udata_value())
-            .unwrap_or(0);
-        let mut layout = StructLayout {
-            size,
-            fields: BTreeMap::new(),
-            bitfields: BTreeMap::new(),
-        };
+        let size = e.attr_value(dw::DW_AT_byte_size).and_then(|v| v.udata_value()).unwrap_or(0);
+        let mut layout = StructLayout { size, fields: BTreeMap::new(), bitfields: BTreeMap::new() };
         for path in spec.paths {
             match self.resolve_path(loc, path)? {
                 None => {}
@@ -467,9 +408,7 @@ impl Program {
             Some(t) => match self.strip(t)? {
                 Some((_, te)) => matches!(
                     te.attr_value(dw::DW_AT_encoding),
-                    Some(AttributeValue::Encoding(
-                        dw::DW_ATE_signed | dw::DW_ATE_signed_char
-                    ))
+                    Some(AttributeValue::Encoding(dw::DW_ATE_signed | dw::DW_ATE_signed_char))
                 ),
                 None => false,
             },
@@ -544,10 +483,7 @@ impl Program {
         for &loc in &self.anon_enums {
             let e = self.entry(loc)?;
             for (name, value) in self.enumerators(loc, &e)? {
-                if spec::ANONYMOUS_ENUMERATOR_PREFIXES
-                    .iter()
-                    .any(|p| name.starts_with(p))
-                {
+                if spec::ANONYMOUS_ENUMERATOR_PREFIXES.iter().any(|p| name.starts_with(p)) {
                     out.entry(name).or_insert(value);
                 }
             }
@@ -573,9 +509,7 @@ impl Program {
         if !anon.is_empty() {
             enums.insert(spec::ANONYMOUS_KEY.to_string(), anon);
         }
-        let free_threaded = structs
-            .get("PyObject")
-            .is_some_and(|o: &StructLayout| o.fields.contains_key("ob_tid"));
+        let free_threaded = structs.get("PyObject").is_some_and(|o: &StructLayout| o.fields.contains_key("ob_tid"));
         Ok(Layout {
             schema: crate::layout::SCHEMA.to_string(),
             label: label.to_string(),
@@ -594,28 +528,14 @@ impl Program {
             return Ok(None);
         };
         let mut out = Vec::new();
-        let size = e
-            .attr_value(dw::DW_AT_byte_size)
-            .and_then(|v| v.udata_value())
-            .unwrap_or(0);
-        let unit_name =
-            String::from_utf8_lossy(&self.files[loc.file].unit_names[loc.unit]).into_owned();
-        out.push(format!(
-            "size {size} (from {} unit {unit_name})",
-            self.sources[loc.file]
-        ));
+        let size = e.attr_value(dw::DW_AT_byte_size).and_then(|v| v.udata_value()).unwrap_or(0);
+        let unit_name = String::from_utf8_lossy(&self.files[loc.file].unit_names[loc.unit]).into_owned();
+        out.push(format!("size {size} (from {} unit {unit_name})", self.sources[loc.file]));
         self.describe_members(loc, 0, "", &mut out, 0)?;
         Ok(Some(out))
     }
 
-    fn describe_members(
-        &self,
-        loc: Loc,
-        base: u64,
-        prefix: &str,
-        out: &mut Vec<String>,
-        depth: u32,
-    ) -> Result<()> {
+    fn describe_members(&self, loc: Loc, base: u64, prefix: &str, out: &mut Vec<String>, depth: u32) -> Result<()> {
         if depth > 6 {
             return Ok(());
         }
@@ -655,10 +575,7 @@ impl Program {
 }
 
 fn is_declaration(e: &Die) -> bool {
-    matches!(
-        e.attr_value(dw::DW_AT_declaration),
-        Some(AttributeValue::Flag(true))
-    )
+    matches!(e.attr_value(dw::DW_AT_declaration), Some(AttributeValue::Flag(true)))
 }
 
 /// DW_AT_data_member_location: a constant, or an expression of the form
@@ -672,7 +589,7 @@ fn member_location(v: &AttributeValue<R>) -> Option<u64> {
     match bytes.split_first() {
         Some((&0x23, rest)) => read_uleb(rest), // DW_OP_plus_uconst
         Some((&op, _)) if (0x30..=0x4f).contains(&op) => Some(u64::from(op - 0x30)), // DW_OP_lit0..31
-        Some((&0x10, rest)) => read_uleb(rest),                                      // DW_OP_constu
+        Some((&0x10, rest)) => read_uleb(rest), // DW_OP_constu
         _ => None,
     }
 }

@@ -37,16 +37,12 @@ impl Layout {
     }
 
     pub fn read(path: &std::path::Path) -> Result<Layout> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
     pub fn field_count(&self) -> usize {
-        self.structs
-            .values()
-            .map(|s| s.fields.len() + s.bitfields.len())
-            .sum()
+        self.structs.values().map(|s| s.fields.len() + s.bitfields.len()).sum()
     }
 }
 
@@ -57,28 +53,16 @@ pub fn diff(committed: &Layout, fresh: &Layout) -> (Vec<String>, Vec<String>) {
     let mut d = Vec::new();
     let mut notes = Vec::new();
     if committed.schema != fresh.schema {
-        d.push(format!(
-            "schema: committed {:?}, regenerated {:?}",
-            committed.schema, fresh.schema
-        ));
+        d.push(format!("schema: committed {:?}, regenerated {:?}", committed.schema, fresh.schema));
     }
     if committed.free_threaded != fresh.free_threaded {
-        d.push(format!(
-            "free_threaded: committed {}, regenerated {}",
-            committed.free_threaded, fresh.free_threaded
-        ));
+        d.push(format!("free_threaded: committed {}, regenerated {}", committed.free_threaded, fresh.free_threaded));
     }
     if committed.sources != fresh.sources {
-        notes.push(format!(
-            "sources: committed {:?}, regenerated {:?}",
-            committed.sources, fresh.sources
-        ));
+        notes.push(format!("sources: committed {:?}, regenerated {:?}", committed.sources, fresh.sources));
     }
     if committed.generator != fresh.generator {
-        notes.push(format!(
-            "generator: committed {:?}, regenerated {:?}",
-            committed.generator, fresh.generator
-        ));
+        notes.push(format!("generator: committed {:?}, regenerated {:?}", committed.generator, fresh.generator));
     }
     for (name, c) in &committed.structs {
         let Some(f) = fresh.structs.get(name) else {
@@ -86,15 +70,10 @@ pub fn diff(committed: &Layout, fresh: &Layout) -> (Vec<String>, Vec<String>) {
             continue;
         };
         if c.size != f.size {
-            d.push(format!(
-                "{name} size: committed {}, regenerated {}",
-                c.size, f.size
-            ));
+            d.push(format!("{name} size: committed {}, regenerated {}", c.size, f.size));
         }
         diff_maps(&mut d, name, &c.fields, &f.fields, |v| v.to_string());
-        diff_maps(&mut d, name, &c.bitfields, &f.bitfields, |v| {
-            format!("{v:?}")
-        });
+        diff_maps(&mut d, name, &c.bitfields, &f.bitfields, |v| format!("{v:?}"));
     }
     for name in fresh.structs.keys() {
         if !committed.structs.contains_key(name) {
@@ -125,24 +104,14 @@ fn diff_maps<V: PartialEq>(
 ) {
     for (k, c) in committed {
         match fresh.get(k) {
-            None => out.push(format!(
-                "{owner}.{k}: committed {}, absent when regenerated",
-                show(c)
-            )),
-            Some(f) if f != c => out.push(format!(
-                "{owner}.{k}: committed {}, regenerated {}",
-                show(c),
-                show(f)
-            )),
+            None => out.push(format!("{owner}.{k}: committed {}, absent when regenerated", show(c))),
+            Some(f) if f != c => out.push(format!("{owner}.{k}: committed {}, regenerated {}", show(c), show(f))),
             Some(_) => {}
         }
     }
     for (k, f) in fresh {
         if !committed.contains_key(k) {
-            out.push(format!(
-                "{owner}.{k}: absent in committed file, regenerated {}",
-                show(f)
-            ));
+            out.push(format!("{owner}.{k}: absent in committed file, regenerated {}", show(f)));
         }
     }
 }
@@ -157,14 +126,7 @@ mod tests {
         let mut bitfields = BTreeMap::new();
         bitfields.insert("_status.active".to_string(), [32, 4, 1]);
         let mut structs = BTreeMap::new();
-        structs.insert(
-            "PyThreadState".to_string(),
-            StructLayout {
-                size: 264,
-                fields,
-                bitfields,
-            },
-        );
+        structs.insert("PyThreadState".to_string(), StructLayout { size: 264, fields, bitfields });
         Layout {
             schema: SCHEMA.into(),
             label: "3.12".into(),
@@ -192,16 +154,8 @@ mod tests {
         let a = sample();
         let mut b = sample();
         assert!(diff(&a, &b).0.is_empty());
-        b.structs
-            .get_mut("PyThreadState")
-            .unwrap()
-            .fields
-            .insert("next".into(), 16);
-        b.structs
-            .get_mut("PyThreadState")
-            .unwrap()
-            .bitfields
-            .clear();
+        b.structs.get_mut("PyThreadState").unwrap().fields.insert("next".into(), 16);
+        b.structs.get_mut("PyThreadState").unwrap().bitfields.clear();
         let (d, _) = diff(&a, &b);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].contains("PyThreadState.next: committed 8, regenerated 16"));

@@ -99,9 +99,7 @@ fn run() -> Result<ExitCode> {
     match cmd.as_str() {
         "dwarf" => {
             let label = args.take("--label")?.context("--label is required")?;
-            let version = args
-                .take("--python-version")?
-                .context("--python-version is required")?;
+            let version = args.take("--python-version")?.context("--python-version is required")?;
             let out = args.take("--out")?.map(PathBuf::from);
             let check = args.flag("--check");
             let files = args.positional()?;
@@ -126,32 +124,21 @@ fn run() -> Result<ExitCode> {
             emit(&layout, Some(&json), true, start)
         }
         "pyenv" => {
-            let out_dir = PathBuf::from(
-                args.take("--out-dir")?
-                    .unwrap_or_else(|| "python_layouts".into()),
-            );
+            let out_dir = PathBuf::from(args.take("--out-dir")?.unwrap_or_else(|| "python_layouts".into()));
             let label = args.take("--label")?;
             let check = args.flag("--check");
             let pos = args.positional()?;
-            let [dir] = pos.as_slice() else {
-                bail!("usage: layoutgen pyenv PYENV_VERSION_DIR [--out-dir DIR]")
-            };
+            let [dir] = pos.as_slice() else { bail!("usage: layoutgen pyenv PYENV_VERSION_DIR [--out-dir DIR]") };
             pyenv(Path::new(dir), &out_dir, label, check)
         }
         "headers" => {
             let label = args.take("--label")?.context("--label is required")?;
-            let version = args
-                .take("--python-version")?
-                .context("--python-version is required")?;
+            let version = args.take("--python-version")?.context("--python-version is required")?;
             let out = args.take("--out")?.map(PathBuf::from);
             let check = args.flag("--check");
             let verbose = args.flag("--verbose");
             let opts = headers::HeadersOptions {
-                includes: args
-                    .take_all("--include")?
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .collect(),
+                includes: args.take_all("--include")?.into_iter().map(PathBuf::from).collect(),
                 defines: args.take_all("--define")?,
                 cc: args.take("--cc")?.unwrap_or_else(|| "gcc".into()),
                 cflags: args.take_all("--cflag")?,
@@ -176,10 +163,7 @@ fn run() -> Result<ExitCode> {
                 bail!("usage: layoutgen dump NAME ELF...");
             }
             let name = pos.remove(0);
-            let elfs = pos
-                .iter()
-                .map(|p| elf::load(Path::new(p)))
-                .collect::<Result<Vec<_>>>()?;
+            let elfs = pos.iter().map(|p| elf::load(Path::new(p))).collect::<Result<Vec<_>>>()?;
             let program = extract::Program::new(elfs)?;
             let owned;
             let spec = match spec::STRUCTS.iter().find(|s| s.logical == name) {
@@ -187,12 +171,7 @@ fn run() -> Result<ExitCode> {
                 None => {
                     let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
                     let names: &'static [&'static str] = Box::leak(vec![leaked].into_boxed_slice());
-                    owned = spec::StructSpec {
-                        logical: leaked,
-                        c_names: names,
-                        paths: &[],
-                        unit_suffix: None,
-                    };
+                    owned = spec::StructSpec { logical: leaked, c_names: names, paths: &[], unit_suffix: None };
                     &owned
                 }
             };
@@ -208,7 +187,9 @@ fn run() -> Result<ExitCode> {
                             println!("  {k} = {v}");
                         }
                     }
-                    None => bail!("{name}: no struct definition or enum found (note: dump only finds C names the spec lists)"),
+                    None => bail!(
+                        "{name}: no struct definition or enum found (note: dump only finds C names the spec lists)"
+                    ),
                 },
             }
             Ok(ExitCode::SUCCESS)
@@ -218,10 +199,7 @@ fn run() -> Result<ExitCode> {
 }
 
 fn from_elfs(paths: &[PathBuf], label: &str, version: &str) -> Result<Layout> {
-    let elfs = paths
-        .iter()
-        .map(|p| elf::load(p))
-        .collect::<Result<Vec<_>>>()?;
+    let elfs = paths.iter().map(|p| elf::load(p)).collect::<Result<Vec<_>>>()?;
     let program = extract::Program::new(elfs)?;
     program.layout(label, version, "layoutgen dwarf")
 }
@@ -231,11 +209,7 @@ fn summary(layout: &Layout) -> String {
         "{} {}{}: {} structs, {} fields, {} enums, from {}",
         layout.label,
         layout.python_version,
-        if layout.free_threaded {
-            " (free-threaded)"
-        } else {
-            ""
-        },
+        if layout.free_threaded { " (free-threaded)" } else { "" },
         layout.structs.len(),
         layout.field_count(),
         layout.enums.len(),
@@ -257,11 +231,7 @@ fn emit(layout: &Layout, out: Option<&Path>, check: bool, start: Instant) -> Res
             eprintln!("note: {}: {n}", out.display());
         }
         if diffs.is_empty() {
-            println!(
-                "ok {} matches ({}) [{secs:.2} s]",
-                out.display(),
-                summary(layout)
-            );
+            println!("ok {} matches ({}) [{secs:.2} s]", out.display(), summary(layout));
             return Ok(ExitCode::SUCCESS);
         }
         for d in &diffs {
@@ -282,11 +252,7 @@ fn emit(layout: &Layout, out: Option<&Path>, check: bool, start: Instant) -> Res
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-            println!(
-                "wrote {} ({}) [{secs:.2} s]",
-                path.display(),
-                summary(layout)
-            );
+            println!("wrote {} ({}) [{secs:.2} s]", path.display(), summary(layout));
         }
         None => print!("{text}"),
     }
@@ -301,8 +267,7 @@ struct PyenvInputs {
 
 fn pyenv_inputs(dir: &Path) -> Result<PyenvInputs> {
     let version = detect_version(dir)?;
-    let mm = major_minor(&version)
-        .with_context(|| format!("cannot parse Python version {version:?}"))?;
+    let mm = major_minor(&version).with_context(|| format!("cannot parse Python version {version:?}"))?;
     let lib = dir.join("lib");
     let mut elfs = Vec::new();
 
@@ -312,8 +277,7 @@ fn pyenv_inputs(dir: &Path) -> Result<PyenvInputs> {
         .into_iter()
         .filter(|p| {
             let n = file_name(p);
-            (n.starts_with(&format!("libpython{mm}.so"))
-                || n.starts_with(&format!("libpython{mm}t.so")))
+            (n.starts_with(&format!("libpython{mm}.so")) || n.starts_with(&format!("libpython{mm}t.so")))
                 && !p.is_symlink()
                 && p.is_file()
         })
@@ -326,12 +290,7 @@ fn pyenv_inputs(dir: &Path) -> Result<PyenvInputs> {
                 .iter()
                 .map(|n| dir.join("bin").join(n))
                 .find(|p| p.is_file())
-                .with_context(|| {
-                    format!(
-                        "no libpython{mm}*.so* in {} and no bin/python{mm}",
-                        lib.display()
-                    )
-                })?;
+                .with_context(|| format!("no libpython{mm}*.so* in {} and no bin/python{mm}", lib.display()))?;
             elfs.push(std::fs::canonicalize(exe)?);
         }
     }
@@ -358,20 +317,10 @@ fn pyenv(dir: &Path, out_dir: &Path, label: Option<String>, check: bool) -> Resu
     let start = Instant::now();
     let inputs = pyenv_inputs(dir)?;
     let mm = major_minor(&inputs.version).unwrap_or_default();
-    let elfs = inputs
-        .elfs
-        .iter()
-        .map(|p| elf::load(p))
-        .collect::<Result<Vec<_>>>()?;
+    let elfs = inputs.elfs.iter().map(|p| elf::load(p)).collect::<Result<Vec<_>>>()?;
     let program = extract::Program::new(elfs)?;
     let mut layout = program.layout("", &inputs.version, "layoutgen dwarf")?;
-    layout.label = label.unwrap_or_else(|| {
-        if layout.free_threaded {
-            format!("{mm}t")
-        } else {
-            mm.clone()
-        }
-    });
+    layout.label = label.unwrap_or_else(|| if layout.free_threaded { format!("{mm}t") } else { mm.clone() });
     let out = out_dir.join(format!("{}.json", layout.label));
     emit(&layout, Some(&out), check, start)
 }
@@ -396,24 +345,20 @@ fn detect_version(dir: &Path) -> Result<String> {
     }
     // Fall back to the directory name (pyenv names versions like 3.13.0 or 3.13.0t).
     let name = file_name(dir);
-    let v: String = name
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
+    let v: String = name.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
     if major_minor(&v).is_some() {
         return Ok(v);
     }
-    bail!("cannot detect the Python version of {} (no working bin/python3, and the directory name is not a version)", dir.display())
+    bail!(
+        "cannot detect the Python version of {} (no working bin/python3, and the directory name is not a version)",
+        dir.display()
+    )
 }
 
 fn major_minor(version: &str) -> Option<String> {
     let mut it = version.split('.');
     let major: u32 = it.next()?.parse().ok()?;
-    let minor: String = it
-        .next()?
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let minor: String = it.next()?.chars().take_while(|c| c.is_ascii_digit()).collect();
     let minor: u32 = minor.parse().ok()?;
     Some(format!("{major}.{minor}"))
 }
@@ -428,9 +373,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 #[cfg(test)]

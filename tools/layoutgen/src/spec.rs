@@ -20,17 +20,8 @@ pub struct StructSpec {
     pub unit_suffix: Option<&'static str>,
 }
 
-const fn s(
-    logical: &'static str,
-    c_names: &'static [&'static str],
-    paths: &'static [&'static str],
-) -> StructSpec {
-    StructSpec {
-        logical,
-        c_names,
-        paths,
-        unit_suffix: None,
-    }
+const fn s(logical: &'static str, c_names: &'static [&'static str], paths: &'static [&'static str]) -> StructSpec {
+    StructSpec { logical, c_names, paths, unit_suffix: None }
 }
 
 const fn m(
@@ -39,12 +30,7 @@ const fn m(
     unit_suffix: &'static str,
     paths: &'static [&'static str],
 ) -> StructSpec {
-    StructSpec {
-        logical,
-        c_names,
-        paths,
-        unit_suffix: Some(unit_suffix),
-    }
+    StructSpec { logical, c_names, paths, unit_suffix: Some(unit_suffix) }
 }
 
 const ASYNCIO_C: &str = "_asynciomodule.c";
@@ -140,28 +126,13 @@ pub static STRUCTS: &[StructSpec] = &[
     s(
         "_PyThreadStateImpl",
         &["_PyThreadStateImpl"],
-        &[
-            "base",
-            "asyncio_running_loop",
-            "asyncio_running_task",
-            "asyncio_tasks_head",
-        ],
+        &["base", "asyncio_running_loop", "asyncio_running_task", "asyncio_tasks_head"],
     ),
-    s(
-        "_PyCFrame",
-        &["_PyCFrame", "CFrame"],
-        &["use_tracing", "current_frame", "previous"],
-    ),
+    s("_PyCFrame", &["_PyCFrame", "CFrame"], &["use_tracing", "current_frame", "previous"]),
     s(
         "_gil_runtime_state",
         &["_gil_runtime_state"],
-        &[
-            "enabled",
-            "interval",
-            "last_holder",
-            "locked",
-            "switch_number",
-        ],
+        &["enabled", "interval", "last_holder", "locked", "switch_number"],
     ),
     s(
         "PyFrameObject",
@@ -235,17 +206,7 @@ pub static STRUCTS: &[StructSpec] = &[
             "co_tlbc",
         ],
     ),
-    s(
-        "PyObject",
-        &["PyObject", "_object"],
-        &[
-            "ob_refcnt",
-            "ob_type",
-            "ob_tid",
-            "ob_ref_local",
-            "ob_ref_shared",
-        ],
-    ),
+    s("PyObject", &["PyObject", "_object"], &["ob_refcnt", "ob_type", "ob_tid", "ob_ref_local", "ob_ref_shared"]),
     s("PyVarObject", &["PyVarObject"], &["ob_size"]),
     s(
         "PyTypeObject",
@@ -282,36 +243,14 @@ pub static STRUCTS: &[StructSpec] = &[
             "state.statically_allocated",
         ],
     ),
-    s(
-        "PyCompactUnicodeObject",
-        &["PyCompactUnicodeObject"],
-        &["utf8_length", "utf8", "wstr_length"],
-    ),
+    s("PyCompactUnicodeObject", &["PyCompactUnicodeObject"], &["utf8_length", "utf8", "wstr_length"]),
     s("PyUnicodeObject", &["PyUnicodeObject"], &["data"]),
-    s(
-        "PyLongObject",
-        &["PyLongObject", "_longobject"],
-        &["ob_digit", "long_value.lv_tag", "long_value.ob_digit"],
-    ),
-    s(
-        "PyBytesObject",
-        &["PyBytesObject"],
-        &["ob_shash", "ob_sval"],
-    ),
+    s("PyLongObject", &["PyLongObject", "_longobject"], &["ob_digit", "long_value.lv_tag", "long_value.ob_digit"]),
+    s("PyBytesObject", &["PyBytesObject"], &["ob_shash", "ob_sval"]),
     s("PyTupleObject", &["PyTupleObject"], &["ob_item", "ob_hash"]),
     s("PyListObject", &["PyListObject"], &["ob_item", "allocated"]),
     s("PyFloatObject", &["PyFloatObject"], &["ob_fval"]),
-    s(
-        "PyDictObject",
-        &["PyDictObject"],
-        &[
-            "ma_used",
-            "ma_version_tag",
-            "_ma_watcher_tag",
-            "ma_keys",
-            "ma_values",
-        ],
-    ),
+    s("PyDictObject", &["PyDictObject"], &["ma_used", "ma_version_tag", "_ma_watcher_tag", "ma_keys", "ma_values"]),
     s(
         "PyDictKeysObject",
         &["PyDictKeysObject", "_dictkeysobject"],
@@ -328,34 +267,13 @@ pub static STRUCTS: &[StructSpec] = &[
             "dk_indices",
         ],
     ),
-    s(
-        "PyDictKeyEntry",
-        &["PyDictKeyEntry"],
-        &["me_hash", "me_key", "me_value"],
-    ),
-    s(
-        "PyDictUnicodeEntry",
-        &["PyDictUnicodeEntry"],
-        &["me_key", "me_value"],
-    ),
-    s(
-        "PyDictValues",
-        &["PyDictValues", "_dictvalues"],
-        &["capacity", "size", "embedded", "valid", "values"],
-    ),
+    s("PyDictKeyEntry", &["PyDictKeyEntry"], &["me_hash", "me_key", "me_value"]),
+    s("PyDictUnicodeEntry", &["PyDictUnicodeEntry"], &["me_key", "me_value"]),
+    s("PyDictValues", &["PyDictValues", "_dictvalues"], &["capacity", "size", "embedded", "valid", "values"]),
     s(
         "PySetObject",
         &["PySetObject"],
-        &[
-            "fill",
-            "used",
-            "mask",
-            "table",
-            "hash",
-            "finger",
-            "smalltable",
-            "weakreflist",
-        ],
+        &["fill", "used", "mask", "table", "hash", "finger", "smalltable", "weakreflist"],
     ),
     s("setentry", &["setentry"], &["key", "hash"]),
     s(
@@ -398,42 +316,15 @@ pub static STRUCTS: &[StructSpec] = &[
     s(
         "PyFunctionObject",
         &["PyFunctionObject"],
-        &[
-            "func_code",
-            "func_globals",
-            "func_name",
-            "func_qualname",
-            "func_closure",
-            "func_module",
-        ],
+        &["func_code", "func_globals", "func_name", "func_qualname", "func_closure", "func_module"],
     ),
-    s(
-        "PyMethodObject",
-        &["PyMethodObject"],
-        &["im_func", "im_self"],
-    ),
-    s(
-        "PyCFunctionObject",
-        &["PyCFunctionObject"],
-        &["m_ml", "m_self", "m_module"],
-    ),
+    s("PyMethodObject", &["PyMethodObject"], &["im_func", "im_self"]),
+    s("PyCFunctionObject", &["PyCFunctionObject"], &["m_ml", "m_self", "m_module"]),
     s("PyMethodDef", &["PyMethodDef"], &["ml_name"]),
     s("PyCellObject", &["PyCellObject"], &["ob_ref"]),
-    s(
-        "PyModuleObject",
-        &["PyModuleObject"],
-        &["md_dict", "md_def", "md_state", "md_weaklist", "md_name"],
-    ),
-    s(
-        "_PyStackChunk",
-        &["_PyStackChunk"],
-        &["previous", "size", "top", "data"],
-    ),
-    s(
-        "_PyErr_StackItem",
-        &["_PyErr_StackItem", "_err_stackitem"],
-        &["exc_value", "exc_type", "previous_item"],
-    ),
+    s("PyModuleObject", &["PyModuleObject"], &["md_dict", "md_def", "md_state", "md_weaklist", "md_name"]),
+    s("_PyStackChunk", &["_PyStackChunk"], &["previous", "size", "top", "data"]),
+    s("_PyErr_StackItem", &["_PyErr_StackItem", "_err_stackitem"], &["exc_value", "exc_type", "previous_item"]),
     // Modules/_asynciomodule.c
     m("FutureObj", &["FutureObj"], ASYNCIO_C, future_fields!()),
     // TaskObj starts with FutureObj_HEAD(task): the same members as FutureObj
@@ -471,24 +362,9 @@ pub static STRUCTS: &[StructSpec] = &[
             "task_node",
         ),
     ),
-    m(
-        "futureiterobject",
-        &["futureiterobject"],
-        ASYNCIO_C,
-        &["future"],
-    ),
-    m(
-        "TaskWakeupMethWrapper",
-        &["TaskWakeupMethWrapper"],
-        ASYNCIO_C,
-        &["ww_task"],
-    ),
-    m(
-        "PyRunningLoopHolder",
-        &["PyRunningLoopHolder"],
-        ASYNCIO_C,
-        &["rl_loop", "rl_pid"],
-    ),
+    m("futureiterobject", &["futureiterobject"], ASYNCIO_C, &["future"]),
+    m("TaskWakeupMethWrapper", &["TaskWakeupMethWrapper"], ASYNCIO_C, &["ww_task"]),
+    m("PyRunningLoopHolder", &["PyRunningLoopHolder"], ASYNCIO_C, &["rl_loop", "rl_pid"]),
     m(
         "asyncio_state",
         &["asyncio_state"],
@@ -507,59 +383,26 @@ pub static STRUCTS: &[StructSpec] = &[
         ],
     ),
     // Modules/_threadmodule.c
-    m(
-        "lockobject",
-        &["lockobject"],
-        THREAD_C,
-        &["lock_lock", "in_weakreflist", "locked", "lock"],
-    ),
+    m("lockobject", &["lockobject"], THREAD_C, &["lock_lock", "in_weakreflist", "locked", "lock"]),
     m(
         "rlockobject",
         &["rlockobject"],
         THREAD_C,
-        &[
-            "rlock_lock",
-            "rlock_owner",
-            "rlock_count",
-            "in_weakreflist",
-            "lock",
-        ],
+        &["rlock_lock", "rlock_owner", "rlock_count", "in_weakreflist", "lock"],
     ),
-    s(
-        "_PyRecursiveMutex",
-        &["_PyRecursiveMutex"],
-        &["mutex", "thread", "level"],
-    ),
+    s("_PyRecursiveMutex", &["_PyRecursiveMutex"], &["mutex", "thread", "level"]),
     // Modules/_collectionsmodule.c
     m(
         "dequeobject",
         &["dequeobject"],
         COLLECTIONS_C,
-        &[
-            "leftblock",
-            "rightblock",
-            "leftindex",
-            "rightindex",
-            "state",
-            "maxlen",
-        ],
+        &["leftblock", "rightblock", "leftindex", "rightindex", "state", "maxlen"],
     ),
-    m(
-        "block",
-        &["block", "BLOCK"],
-        COLLECTIONS_C,
-        &["leftlink", "data", "rightlink"],
-    ),
+    m("block", &["block", "BLOCK"], COLLECTIONS_C, &["leftlink", "data", "rightlink"]),
 ];
 
 /// Enum types recorded by C name (enum tag or a typedef of an enum).
-pub static ENUMS: &[&str] = &[
-    "_frameowner",
-    "_framestate",
-    "PyFrameState",
-    "fut_state",
-    "_thread_status",
-];
+pub static ENUMS: &[&str] = &["_frameowner", "_framestate", "PyFrameState", "fut_state", "_thread_status"];
 
 /// Enumerators of anonymous enums (not reachable through any name above) whose
 /// name starts with one of these are recorded under `enums.anonymous`.
@@ -569,10 +412,7 @@ pub const ANONYMOUS_KEY: &str = "anonymous";
 
 /// Every C name that the index must remember all occurrences of.
 pub fn wanted_names() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = STRUCTS
-        .iter()
-        .flat_map(|s| s.c_names.iter().copied())
-        .collect();
+    let mut v: Vec<&'static str> = STRUCTS.iter().flat_map(|s| s.c_names.iter().copied()).collect();
     v.extend(ENUMS.iter().copied());
     v.sort_unstable();
     v.dedup();

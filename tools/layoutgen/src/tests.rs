@@ -8,11 +8,7 @@ use crate::extract::Program;
 use crate::{elf, spec};
 
 fn have_gcc() -> bool {
-    Command::new("gcc")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("gcc").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -34,11 +30,7 @@ fn compile(dir: &Path, file_name: &str, source: &str, flags: &[&str]) -> PathBuf
         .arg(&obj)
         .output()
         .expect("running gcc");
-    assert!(
-        out.status.success(),
-        "gcc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "gcc failed: {}", String::from_utf8_lossy(&out.stderr));
     obj
 }
 
@@ -132,19 +124,11 @@ fn program(flags: &[&str], tag: &str) -> Option<Program> {
     }
     let dir = scratch(tag);
     // The declaration-only unit comes first so the definition must be looked up by tag.
-    let decl = compile(
-        &dir,
-        "decl.c",
-        "typedef struct _is PyInterpreterState; PyInterpreterState *p;\n",
-        flags,
-    );
+    let decl = compile(&dir, "decl.c", "typedef struct _is PyInterpreterState; PyInterpreterState *p;\n", flags);
     let main = compile(&dir, "main.c", MAIN_C, flags);
     let interp = compile(&dir, "interp.c", INTERP_C, flags);
     let thread = compile(&dir, "_threadmodule.c", THREAD_C, flags);
-    let elfs = [decl, main, interp, thread]
-        .iter()
-        .map(|p| elf::load(p).unwrap())
-        .collect();
+    let elfs = [decl, main, interp, thread].iter().map(|p| elf::load(p).unwrap()).collect();
     let prog = Program::new(elfs).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     Some(prog)
@@ -152,10 +136,7 @@ fn program(flags: &[&str], tag: &str) -> Option<Program> {
 
 fn check_program(prog: &Program) {
     let layout = prog.layout("3.x", "3.x.0", "layoutgen dwarf").unwrap();
-    assert_eq!(
-        layout.sources,
-        vec!["decl.o", "main.o", "interp.o", "_threadmodule.o"]
-    );
+    assert_eq!(layout.sources, vec!["decl.o", "main.o", "interp.o", "_threadmodule.o"]);
     assert!(!layout.free_threaded);
 
     let ts = &layout.structs["PyThreadState"];
@@ -238,13 +219,7 @@ fn paths_that_do_not_resolve() {
         logical: "PyThreadState",
         c_names: &["PyThreadState"],
         // through a pointer, through a bit-field, a missing member, a plain one
-        paths: &[
-            "interp.next",
-            "_status.active.x",
-            "nope",
-            "_status.nope",
-            "thread_id",
-        ],
+        paths: &["interp.next", "_status.active.x", "nope", "_status.nope", "thread_id"],
         unit_suffix: None,
     };
     let l = prog.struct_layout(&spec).unwrap().unwrap();
@@ -252,12 +227,7 @@ fn paths_that_do_not_resolve() {
     assert_eq!(l.fields["thread_id"], 32);
     assert!(l.bitfields.is_empty());
     // A module-private name with no unit of that name is not found at all.
-    let spec = spec::StructSpec {
-        logical: "x",
-        c_names: &["lockobject"],
-        paths: &[],
-        unit_suffix: Some("nothere.c"),
-    };
+    let spec = spec::StructSpec { logical: "x", c_names: &["lockobject"], paths: &[], unit_suffix: Some("nothere.c") };
     assert!(prog.struct_layout(&spec).unwrap().is_none());
 }
 
@@ -266,16 +236,8 @@ fn json_is_stable() {
     let Some(prog) = program(&["-g"], "stable") else {
         return;
     };
-    let a = prog
-        .layout("3.x", "3.x.0", "layoutgen dwarf")
-        .unwrap()
-        .to_json()
-        .unwrap();
-    let b = prog
-        .layout("3.x", "3.x.0", "layoutgen dwarf")
-        .unwrap()
-        .to_json()
-        .unwrap();
+    let a = prog.layout("3.x", "3.x.0", "layoutgen dwarf").unwrap().to_json().unwrap();
+    let b = prog.layout("3.x", "3.x.0", "layoutgen dwarf").unwrap().to_json().unwrap();
     assert_eq!(a, b);
     assert!(a.contains("\"bitfields\": {}") || a.contains("\"bitfields\": {\n"));
 }
