@@ -9,4 +9,5 @@ pub mod error;
 pub mod render;
 pub mod runtime;
 pub mod snapshot;
+pub mod sync;
 pub mod tui;

@@ -1,7 +1,7 @@
 //! The snapshot: the JSON contract (`taskspy/1`) every command emits or extends, and `capture`,
 //! which assembles one from the runtime walkers with bounded retries for torn reads.
 
-use crate::attach::MemError;
+use crate::attach::{Buf, MemError};
 use crate::error::{Error, Result};
 use crate::runtime::frames::Frame;
 use crate::runtime::threads::{os_thread_ids, os_thread_state, InterpInfo, ThreadRecord};
@@ -265,11 +265,8 @@ fn classify(
     if rec.gil_requested {
         return ThreadState::WaitingGil;
     }
-    if let (Some(f), Some(g)) = (os.futex_addr, interp.gil) {
-        // Blocked on the GIL's mutex or condition variable.
-        if f >= g && f < g + py.off.gil_size {
-            return ThreadState::WaitingGil;
-        }
+    if interp.is_gil_futex(os.futex_addr, py.off.gil_size) {
+        return ThreadState::WaitingGil;
     }
     if !has_tid {
         return ThreadState::Unknown;
@@ -290,7 +287,7 @@ fn pthread_tid_offset(py: &PyProcess, records: &[ThreadRecord]) -> Option<u64> {
     let block = py.mem().read_vec(main.ident, 2048).ok()?;
     let pid = py.pid as u32;
     (0..block.len() as u64 / 4).map(|i| i * 4).find(|&off| {
-        let v = u32::from_le_bytes(block[off as usize..off as usize + 4].try_into().unwrap());
+        let v = block[..].u32_at(off);
         v == pid
             && records.iter().all(|r| match py.mem().read_i32(r.ident + off) {
                 Ok(t) => tids.contains(&t),

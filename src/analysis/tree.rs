@@ -64,29 +64,28 @@ pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
             continue;
         }
         // Iterative DFS (no recursion: 100,000-task chains must not overflow the stack).
-        let mut path: Vec<&str> = vec![start];
-        let mut iters: Vec<usize> = vec![0];
+        // Each entry: a task on the current path and the index of its next child to visit.
+        let mut path: Vec<(&str, usize)> = vec![(start, 0)];
         color.insert(start, C::Grey);
-        while let Some(&v) = path.last() {
-            let i = *iters.last().unwrap();
+        while let Some((v, next)) = path.last_mut() {
+            let v = *v;
             let kids = graph.get(v).map(Vec::as_slice).unwrap_or(&[]);
-            if i < kids.len() {
-                *iters.last_mut().unwrap() += 1;
-                let w = kids[i];
+            if let Some(&w) = kids.get(*next) {
+                *next += 1;
                 match color.get(w).copied() {
                     Some(C::White) => {
                         color.insert(w, C::Grey);
-                        path.push(w);
-                        iters.push(0);
+                        path.push((w, 0));
                     }
                     Some(C::Grey) => {
-                        let pos = path.iter().position(|x| *x == w).unwrap();
-                        let mut cyc: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
-                        let mut key = cyc.clone();
-                        key.sort();
-                        if seen_sets.insert(key) {
-                            cyc.push(w.to_string());
-                            cycles.push(cyc);
+                        if let Some(pos) = path.iter().position(|(x, _)| *x == w) {
+                            let mut cyc: Vec<String> = path[pos..].iter().map(|(s, _)| s.to_string()).collect();
+                            let mut key = cyc.clone();
+                            key.sort();
+                            if seen_sets.insert(key) {
+                                cyc.push(w.to_string());
+                                cycles.push(cyc);
+                            }
                         }
                     }
                     _ => {}
@@ -94,7 +93,6 @@ pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
             } else {
                 color.insert(v, C::Black);
                 path.pop();
-                iters.pop();
             }
         }
     }
@@ -189,9 +187,7 @@ fn draw<'a>(
     let mut stack: Vec<Frame> = vec![Frame { task: root, node: node(root), next_child: 0 }];
     let mut on_path: HashSet<String> = HashSet::default();
     on_path.insert(root.id.clone());
-    loop {
-        let depth = stack.len();
-        let top = stack.last_mut().unwrap();
+    while let Some(top) = stack.last_mut() {
         if top.next_child < top.task.awaiting.len() {
             let cid = top.task.awaiting[top.next_child].clone();
             top.next_child += 1;
@@ -204,8 +200,10 @@ fn draw<'a>(
                 let mut n = node(child);
                 n.shown_elsewhere = true;
                 top.node.children.push(n);
-            } else if depth >= MAX_TREE_DEPTH {
-                top.node.continued_below = true;
+            } else if stack.len() >= MAX_TREE_DEPTH {
+                if let Some(top) = stack.last_mut() {
+                    top.node.continued_below = true;
+                }
                 drawn.insert(cid.clone());
                 deferred.push(child);
             } else {
@@ -213,15 +211,15 @@ fn draw<'a>(
                 on_path.insert(cid);
                 stack.push(Frame { task: child, node: node(child), next_child: 0 });
             }
-        } else {
-            let mut done = stack.pop().unwrap();
+        } else if let Some(done) = stack.pop() {
             on_path.remove(&done.task.id);
             match stack.last_mut() {
-                Some(parent) => parent.node.children.push(std::mem::replace(&mut done.node, node(done.task))),
-                None => return std::mem::replace(&mut done.node, node(done.task)),
+                Some(parent) => parent.node.children.push(done.node),
+                None => return done.node,
             }
         }
     }
+    node(root)
 }
 
 #[cfg(test)]

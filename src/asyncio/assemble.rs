@@ -155,7 +155,7 @@ impl Asyncio<'_> {
                 if Some(ty) != py.types.method {
                     continue;
                 }
-                let Ok(tg) = py.mem().read_u64(cb + self.off.method_self) else { continue };
+                let Ok(tg) = py.mem().read_u64(cb.wrapping_add(py.off.method_self)) else { continue };
                 let is_tg =
                     py.ob_type(tg).ok().and_then(|t| py.type_name(t).ok()).map(|n| n == "TaskGroup").unwrap_or(false);
                 if !is_tg {

@@ -43,10 +43,7 @@ impl Asyncio<'_> {
                     let (frame, yf, running, first) = match self.off.gen_iframe {
                         // 3.11+: the frame lives inside the coroutine: one read decodes it all.
                         Some(_) => self.embedded_gen_frame(obj, &buf[..len])?,
-                        None => {
-                            let (f, y, r) = self.gen_frame(obj)?;
-                            (f, y, r, self.first_local(obj).unwrap_or(0))
-                        }
+                        None => self.frame_object_gen(obj)?,
                     };
                     if let Some(f) = frame {
                         chain.frames.push(f);
@@ -86,101 +83,51 @@ impl Asyncio<'_> {
         Ok(chain)
     }
 
-    /// `localsplus[0]` of a coroutine's frame: `self` when the coroutine is a method.
-    fn first_local(&self, gen: u64) -> MemResult<u64> {
-        let mem = self.py.mem();
-        let v = match self.off.gen_frame {
-            Some(fo) => {
-                let f = mem.read_u64(gen + fo)?;
-                mem.read_u64(f + self.off.f_localsplus)?
-            }
-            None => mem.read_u64(gen + self.off.gen_iframe.unwrap_or(72) + self.off.if_localsplus)?,
-        };
-        Ok(if v & 3 == 3 { 0 } else { v & !3 })
-    }
-
-    /// A coroutine/generator's current frame (None once finished), its awaited object, and
-    /// whether it is executing.
-    fn gen_frame(&self, gen: u64) -> MemResult<(Option<Frame>, Option<u64>, bool)> {
+    /// 3.8–3.10: a coroutine's heap frame object (NULL once finished), read once: its frame, the
+    /// awaited object, and its first local (`self` for methods).
+    fn frame_object_gen(&self, gen: u64) -> MemResult<(Option<Frame>, Option<u64>, bool, u64)> {
         let py = self.py;
         let o = &self.off;
         let mem = py.mem();
-        if let Some(fo) = o.gen_frame {
-            // 3.8–3.10: a heap frame object, NULL when finished.
-            let f = mem.read_u64(gen + fo)?;
-            if f == 0 {
-                return Ok((None, None, false));
-            }
-            let frame = self.frame_object_frame(f)?;
-            let code = mem.read_u64(f + o.f_code)?;
-            let lasti = mem.read_i32(f + o.f_lasti)? as i64;
-            let code_bytes = o.code_code.map(|c| mem.read_u64(code + c)).transpose()?.unwrap_or(0);
-            let yf = match o.yield_from {
-                YieldFrom::StackTop => {
-                    let top = mem.read_u64(f + o.f_stacktop.unwrap_or(72))?;
-                    if top != 0 && lasti >= 0 && self.next_opcode(code_bytes, lasti + 2)? == Some(72) {
-                        Some(mem.read_u64(top - 8)?)
-                    } else {
-                        None
-                    }
-                }
-                _ => {
-                    let depth = mem.read_i32(f + o.f_stackdepth.unwrap_or(80))? as i64;
-                    if lasti >= 0
-                        && depth > 0
-                        && depth < 1 << 16
-                        && self.next_opcode(code_bytes, (lasti + 1) * 2)? == Some(72)
-                    {
-                        let vs = f + o.f_valuestack;
-                        let base = mem.read_u64(vs)?;
-                        Some(mem.read_u64(base + 8 * (depth as u64 - 1))?)
-                    } else {
-                        None
-                    }
-                }
-            };
-            let running = top_is_executing(py, f);
-            return Ok((Some(frame), yf.filter(|x| *x != 0), running));
+        let f = mem.read_u64(gen + o.gen_frame.unwrap_or(16))?;
+        if f == 0 {
+            return Ok((None, None, false, 0));
         }
-        // 3.11+: the frame is embedded in the generator object.
-        let state = mem.read_u8(gen + o.gen_frame_state.unwrap_or(67))? as i8;
-        if o.state_finished.contains(&state) || (o.state_finished.len() == 2 && state >= o.state_finished[0]) {
-            return Ok((None, None, false));
-        }
-        let iframe = gen + o.gen_iframe.unwrap_or(72);
-        let (frame, _) = py.interp_frame(iframe)?;
-        let executing = state == 0 && py.version.minor <= 14 || (py.version.minor >= 15 && state == 4);
+        let fo = py.frame_object(f)?;
+        let b = &fo.bytes[..];
+        let code_bytes = o.code_code.map(|c| mem.read_u64(fo.code + c)).transpose()?.unwrap_or(0);
         let yf = match o.yield_from {
-            YieldFrom::Resume { opcodes } if state == o.state_suspended => {
-                let ip = mem.read_u64(iframe + o.if_instr)?;
-                let next = mem.read_u16(ip + 2)?;
-                let (op, arg) = ((next & 0xff) as u8, (next >> 8) as u8);
-                if opcodes.contains(&op) && arg >= 2 {
-                    self.stack_peek_index(iframe, 1)?
+            YieldFrom::StackTop => {
+                let top = b.u64_at(o.f_stacktop.unwrap_or(72));
+                if top != 0 && fo.lasti >= 0 && self.next_opcode(code_bytes, fo.lasti + 2)? == Some(72) {
+                    Some(mem.read_u64(top.wrapping_sub(8))?)
                 } else {
                     None
                 }
             }
-            YieldFrom::StateIndex if state == o.state_suspended => self.stack_peek_index(iframe, 1)?,
-            YieldFrom::StatePointer { depth } if state == o.state_suspended => {
-                let sp = mem.read_u64(iframe + o.if_stack)?;
-                if sp < iframe || sp - iframe > 1 << 20 {
-                    return Err(MemError::Unmapped(sp));
-                }
-                let v = mem.read_u64(sp - 8 * depth)?;
-                if v & 3 == 3 {
-                    None
+            _ => {
+                let depth = b.i32_at(o.f_stackdepth.unwrap_or(80)) as i64;
+                if fo.lasti >= 0
+                    && depth > 0
+                    && depth < 1 << 16
+                    && self.next_opcode(code_bytes, (fo.lasti + 1) * 2)? == Some(72)
+                {
+                    let base = b.u64_at(o.f_valuestack);
+                    Some(mem.read_u64(base.wrapping_add(8 * (depth as u64 - 1)))?)
                 } else {
-                    Some(v & !3)
+                    None
                 }
             }
-            _ => None,
         };
-        Ok((frame, yf.filter(|x| *x != 0 && Some(*x) != py.types.none), executing))
+        // Locals may live past the copied struct for frames with many slots.
+        let first = if (o.f_localsplus + 8) as usize <= b.len() {
+            b.u64_at(o.f_localsplus)
+        } else {
+            mem.read_u64(f + o.f_localsplus)?
+        };
+        Ok((Some(fo.frame), yf.filter(|x| *x != 0), false, first))
     }
 
-    /// 3.11+: decode a coroutine/generator and its embedded frame from one copy of the object:
-    /// (frame, awaited object, executing, first local).
     /// Copy up to 512 bytes of an object: most coroutine frames (header, locals, stack) fit;
     /// near the end of a mapping fall back to the fixed header.
     fn read_object(&self, obj: u64, buf: &mut [u8; 512]) -> MemResult<usize> {
@@ -200,6 +147,8 @@ impl Asyncio<'_> {
         Ok(32)
     }
 
+    /// 3.11+: decode a coroutine/generator and its embedded frame from one copy of the object:
+    /// (frame, awaited object, executing, first local).
     fn embedded_gen_frame(&self, gen: u64, b: &[u8]) -> MemResult<(Option<Frame>, Option<u64>, bool, u64)> {
         let py = self.py;
         let o = &self.off;
@@ -275,17 +224,6 @@ impl Asyncio<'_> {
         Ok((frame, yf.filter(|x| *x != 0 && Some(*x) != py.types.none), executing, first))
     }
 
-    /// 3.11–3.13: `localsplus[stacktop - n]` (stacktop is an index).
-    fn stack_peek_index(&self, iframe: u64, n: u64) -> MemResult<Option<u64>> {
-        let mem = self.py.mem();
-        let top = mem.read_i32(iframe + self.off.if_stack)? as i64;
-        if top < n as i64 || top > 1 << 16 {
-            return Ok(None);
-        }
-        let v = mem.read_u64(iframe + self.off.if_localsplus + 8 * (top as u64 - n))?;
-        Ok(Some(v & !1))
-    }
-
     fn next_opcode(&self, code_bytes: u64, at: i64) -> MemResult<Option<u8>> {
         if code_bytes == 0 || at < 0 {
             return Ok(None);
@@ -296,21 +234,6 @@ impl Asyncio<'_> {
         }
         Ok(Some(self.py.mem().read_u8(code_bytes + self.py.off.bytes_sval + at as u64)?))
     }
-
-    /// One `PyFrameObject` decoded (3.8–3.10).
-    fn frame_object_frame(&self, f: u64) -> MemResult<Frame> {
-        let py = self.py;
-        let code = py.mem().read_u64(f + self.off.f_code)?;
-        let info = py.code_info(code)?;
-        let lasti = py.mem().read_i32(f + self.off.f_lasti)? as i64;
-        let addr = if py.version.minor >= 10 && lasti >= 0 { lasti * 2 } else { lasti };
-        Ok(Frame { function: info.function_arc(), file: info.filename.clone(), line: info.line(addr).unwrap_or(0) })
-    }
-}
-
-/// 3.8–3.10 frame objects: `f_stacktop == NULL` (3.8/3.9) while executing. Best effort.
-fn top_is_executing(_py: &crate::runtime::PyProcess, _f: u64) -> bool {
-    false
 }
 
 /// Most value-stack slots looked at per frame.
@@ -359,12 +282,7 @@ impl Asyncio<'_> {
             return Ok(vec![]);
         }
         let raw = mem.read_vec(base, (top - base) as usize)?;
-        Ok(raw
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .filter(|v| *v & 3 != 3 && *v > 0x1000)
-            .map(|v| v & !3)
-            .collect())
+        Ok(crate::attach::words(&raw).filter(|v| *v & 3 != 3 && *v > 0x1000).map(|v| v & !3).collect())
     }
 
     pub(crate) fn code_field(&self) -> u64 {

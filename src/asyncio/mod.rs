@@ -59,7 +59,7 @@ impl<'a> Asyncio<'a> {
         if ty == 0 {
             return ObjKind::Other;
         }
-        if let Some(k) = self.kinds.lock().unwrap().get(&ty) {
+        if let Some(k) = crate::sync::lock(&self.kinds).get(&ty) {
             return *k;
         }
         let t = &self.py.types;
@@ -70,7 +70,7 @@ impl<'a> Asyncio<'a> {
         } else {
             self.kind_by_names(ty)
         };
-        self.kinds.lock().unwrap().insert(ty, k);
+        crate::sync::lock(&self.kinds).insert(ty, k);
         k
     }
 
@@ -107,11 +107,7 @@ impl<'a> Asyncio<'a> {
         if let Ok(n) = py.type_name(ty) {
             out.push(n);
         }
-        let mro_off = py
-            .layout
-            .as_ref()
-            .and_then(|l| l.field("PyTypeObject", "tp_mro"))
-            .unwrap_or(344 + if py.free_threaded { 16 } else { 0 });
+        let mro_off = py.layout.as_ref().and_then(|l| l.field("PyTypeObject", "tp_mro")).unwrap_or(344 + py.off.head);
         if let Ok(mro) = py.mem().read_u64(ty + mro_off) {
             if mro != 0 {
                 if let Ok(items) = py.read_sequence(mro, true, 64) {

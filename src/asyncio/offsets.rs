@@ -24,7 +24,7 @@ pub struct AsyncioDebug {
 
 impl AsyncioDebug {
     pub fn parse(b: &[u8]) -> Option<AsyncioDebug> {
-        let v: Vec<u64> = b.chunks_exact(8).take(13).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let v: Vec<u64> = crate::attach::words(b).take(13).collect();
         if v.len() < 13 || v[0] == 0 || v[0] > 4096 || v[5] >= v[0] {
             return None;
         }
@@ -107,8 +107,6 @@ pub struct AsyncioOffsets {
     pub set_mask: u64,
     pub set_table: u64,
     pub weakref_object: u64,
-    pub method_self: u64,
-    pub cfunction_self: u64,
 }
 
 impl AsyncioOffsets {
@@ -159,8 +157,7 @@ impl AsyncioOffsets {
             fut_awaited_by_is_set.unwrap_or(0),
         ]
         .into_iter()
-        .max()
-        .unwrap()
+        .fold(0, u64::max)
             + 8;
         let (state_created, state_suspended, state_finished) = match v.minor {
             8..=10 => (0, 0, vec![]),
@@ -257,8 +254,6 @@ impl AsyncioOffsets {
             set_mask: d("set_object.mask").or(f("PySetObject", &["mask"])).unwrap_or(32 + head),
             set_table: d("set_object.table").or(f("PySetObject", &["table"])).unwrap_or(40 + head),
             weakref_object: f("PyWeakReference", &["wr_object"]).unwrap_or(16 + head),
-            method_self: f("PyMethodObject", &["im_self"]).unwrap_or(24 + head),
-            cfunction_self: f("PyCFunctionObject", &["m_self"]).unwrap_or(24 + head),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (3.12–3.13), per-thread and per-interpreter linked lists plus the module state's sets (3.14+).
 
 use super::Asyncio;
-use crate::attach::{MemError, MemResult};
+use crate::attach::{Buf, MemError, MemResult};
 use crate::runtime::threads::InterpInfo;
 use std::collections::HashSet;
 
@@ -125,10 +125,6 @@ impl Asyncio<'_> {
         let table = py.mem().read_u64(set + self.off.set_table)?;
         let raw = py.mem().read_vec(table, (mask as usize + 1) * 16)?;
         let dummy = py.types.set_dummy;
-        Ok(raw
-            .chunks_exact(16)
-            .map(|c| u64::from_le_bytes(c[..8].try_into().unwrap()))
-            .filter(|k| *k != 0 && Some(*k) != dummy)
-            .collect())
+        Ok(raw.chunks_exact(16).map(|c| c.u64_at(0)).filter(|k| *k != 0 && Some(*k) != dummy).collect())
     }
 }

@@ -30,17 +30,17 @@ impl CachedMemory {
 
     /// Start a new consistent-ish view: forget every cached page and cache from now on.
     pub fn begin(&self) {
-        self.pages.lock().unwrap().clear();
+        crate::sync::lock(&self.pages).clear();
         self.enabled.store(true, Ordering::SeqCst);
     }
 
     /// Stop caching and free the pages.
     pub fn end(&self) {
         if std::env::var_os("TASKSPY_TIMING").is_some() {
-            eprintln!("timing: page cache held {} pages", self.pages.lock().unwrap().len());
+            eprintln!("timing: page cache held {} pages", crate::sync::lock(&self.pages).len());
         }
         self.enabled.store(false, Ordering::SeqCst);
-        let mut p = self.pages.lock().unwrap();
+        let mut p = crate::sync::lock(&self.pages);
         p.clear();
         p.shrink_to_fit();
     }
@@ -82,7 +82,7 @@ impl Memory for CachedMemory {
         if !self.enabled.load(Ordering::Relaxed) || buf.len() > DIRECT_READ {
             return self.inner.read(addr, buf);
         }
-        let mut map = self.pages.lock().unwrap();
+        let mut map = crate::sync::lock(&self.pages);
         let mut done = 0usize;
         while done < buf.len() {
             let a = addr.checked_add(done as u64).ok_or(MemError::Unmapped(addr))?;

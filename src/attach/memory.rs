@@ -92,19 +92,39 @@ pub trait Buf {
     }
 }
 
+/// Little-endian integer from up to N bytes at `off`; bytes past the end read as 0.
+fn le_bytes<const N: usize>(b: &[u8], off: u64) -> [u8; N] {
+    let mut out = [0u8; N];
+    let start = (off as usize).min(b.len());
+    let end = start.saturating_add(N).min(b.len());
+    out[..end - start].copy_from_slice(&b[start..end]);
+    out
+}
+
+/// The 64-bit words of a buffer copied from the target (a trailing partial word is dropped).
+pub fn words(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    b.chunks_exact(8).map(|c| u64::from_le_bytes(le_bytes(c, 0)))
+}
+
 impl Buf for [u8] {
     // Out-of-range offsets read as 0: a layout bug must not panic on hostile data.
     fn u64_at(&self, off: u64) -> u64 {
-        let o = off as usize;
-        self.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap())).unwrap_or(0)
+        if (off as usize).saturating_add(8) > self.len() {
+            return 0;
+        }
+        u64::from_le_bytes(le_bytes(self, off))
     }
     fn u32_at(&self, off: u64) -> u32 {
-        let o = off as usize;
-        self.get(o..o + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap())).unwrap_or(0)
+        if (off as usize).saturating_add(4) > self.len() {
+            return 0;
+        }
+        u32::from_le_bytes(le_bytes(self, off))
     }
     fn u16_at(&self, off: u64) -> u16 {
-        let o = off as usize;
-        self.get(o..o + 2).map(|s| u16::from_le_bytes(s.try_into().unwrap())).unwrap_or(0)
+        if (off as usize).saturating_add(2) > self.len() {
+            return 0;
+        }
+        u16::from_le_bytes(le_bytes(self, off))
     }
     fn u8_at(&self, off: u64) -> u8 {
         self.get(off as usize).copied().unwrap_or(0)
@@ -212,14 +232,20 @@ impl SyntheticMemory {
     pub fn map(&mut self, addr: u64, bytes: Vec<u8>) {
         self.regions.insert(addr, bytes);
     }
+    #[cfg(test)]
     pub fn write(&mut self, addr: u64, bytes: &[u8]) {
-        let (start, region) = self.regions.range_mut(..=addr).next_back().expect("synthetic write outside any region");
+        // Test-image construction: writing outside the image is a bug in the test itself.
+        let Some((start, region)) = self.regions.range_mut(..=addr).next_back() else {
+            panic!("synthetic write outside any region at 0x{addr:x}");
+        };
         let off = (addr - *start) as usize;
         region[off..off + bytes.len()].copy_from_slice(bytes);
     }
+    #[cfg(test)]
     pub fn write_u64(&mut self, addr: u64, v: u64) {
         self.write(addr, &v.to_le_bytes())
     }
+    #[cfg(test)]
     pub fn write_u32(&mut self, addr: u64, v: u32) {
         self.write(addr, &v.to_le_bytes())
     }

@@ -8,5 +8,5 @@ pub mod memory;
 pub mod pause;
 pub mod process;
 
-pub use memory::{Buf, MemError, MemResult, Memory, SyntheticMemory};
+pub use memory::{words, Buf, MemError, MemResult, Memory, SyntheticMemory};
 pub use process::{attach, Target};

@@ -115,10 +115,7 @@ fn sample(py: &PyProcess, tid_by_ident: &HashMap<u64, i32>, _global: bool) -> Re
         for rec in py.threads_of(interp, current)? {
             let Some(tid) = rec.native_tid.or_else(|| tid_by_ident.get(&rec.ident).copied()) else { continue };
             let waiting = !rec.holds_gil
-                && (rec.gil_requested || {
-                    let os = os_thread_state(py.pid, tid);
-                    matches!((os.futex_addr, interp.gil), (Some(f), Some(g)) if f >= g && f < g + py.off.gil_size)
-                });
+                && (rec.gil_requested || interp.is_gil_futex(os_thread_state(py.pid, tid).futex_addr, py.off.gil_size));
             let stack = if rec.holds_gil { py.walk_frames(rec.top_frame).ok().map(|s| s.frames) } else { None };
             out.push(ThreadSample { tid, holds_gil: rec.holds_gil, waiting_gil: waiting, stack });
         }

@@ -62,11 +62,11 @@ impl PyProcess {
     }
 
     pub fn code_info(&self, addr: u64) -> MemResult<Arc<CodeInfo>> {
-        if let Some(c) = self.code_cache.lock().unwrap().get(&addr) {
+        if let Some(c) = crate::sync::lock(&self.code_cache).get(&addr) {
             return Ok(c.clone());
         }
         let info = Arc::new(self.read_code(addr)?);
-        let mut cache = self.code_cache.lock().unwrap();
+        let mut cache = crate::sync::lock(&self.code_cache);
         if cache.len() > 200_000 {
             cache.clear(); // bound memory in long-running sessions
         }

@@ -1,7 +1,7 @@
 //! CPython 3.13+ `_Py_DebugOffsets`: the runtime's own table of struct offsets, read from the
 //! start of `_PyRuntime`. The field order per minor version is data here; values come from the target.
 
-use crate::attach::{MemResult, Memory};
+use crate::attach::{Buf, MemResult, Memory};
 use std::collections::HashMap;
 
 pub const COOKIE: &[u8; 8] = b"xdebugpy";
@@ -214,8 +214,8 @@ pub fn read_header(mem: &dyn Memory, runtime: u64) -> MemResult<Option<(u64, boo
     if &head[..8] != COOKIE {
         return Ok(None);
     }
-    let version = u64::from_le_bytes(head[8..16].try_into().unwrap());
-    let ft = u64::from_le_bytes(head[16..24].try_into().unwrap()) != 0;
+    let version = head[..].u64_at(8);
+    let ft = head[..].u64_at(16) != 0;
     Ok(Some((version, ft)))
 }
 

@@ -19,6 +19,16 @@ pub struct Frame {
     pub line: i64,
 }
 
+/// A decoded `PyFrameObject` with the raw copy it came from.
+#[derive(Debug, Clone)]
+pub struct FrameObject {
+    pub frame: Frame,
+    pub back: u64,
+    pub code: u64,
+    pub lasti: i64,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Stack {
     pub frames: Vec<Frame>,
@@ -37,12 +47,32 @@ impl PyProcess {
         }
     }
 
+    /// One `PyFrameObject` (3.8–3.10) decoded from a single read of the whole struct; the copy is
+    /// kept so callers (coroutine await chains) take more fields from it without reading again.
+    pub fn frame_object(&self, addr: u64) -> MemResult<FrameObject> {
+        let FrameOffsets::Object { back, code, lasti, size } = self.off.frame else {
+            return Err(MemError::Other("not a PyFrameObject layout".into()));
+        };
+        let bytes = self.mem().read_vec(addr, size.max(back.max(code).max(lasti) + 8) as usize)?;
+        let code_addr = bytes.u64_at(code);
+        let info = self.code_info(code_addr)?;
+        let lasti_v = bytes.i32_at(lasti) as i64;
+        // 3.8/3.9: f_lasti is a byte offset; 3.10: an instruction index into a byte-based table.
+        let byte_addr = if self.version.minor >= 10 && lasti_v >= 0 { lasti_v * 2 } else { lasti_v };
+        let line = info.line(byte_addr).unwrap_or(0);
+        Ok(FrameObject {
+            frame: Frame { function: info.function_arc(), file: info.filename.clone(), line },
+            back: bytes.u64_at(back),
+            code: code_addr,
+            lasti: lasti_v,
+            bytes,
+        })
+    }
+
     fn walk_frame_objects(&self, top: u64) -> MemResult<Stack> {
-        let FrameOffsets::Object { back, code, lasti, .. } = self.off.frame else { unreachable!() };
         let mut stack = Stack::default();
         let mut seen = HashSet::new();
         let mut addr = top;
-        let read_len = (back.max(code).max(lasti) + 8) as usize;
         while addr != 0 {
             if stack.frames.len() >= MAX_DEPTH {
                 stack.truncated = true;
@@ -51,16 +81,10 @@ impl PyProcess {
             if !seen.insert(addr) {
                 return Err(MemError::Other(format!("frame chain loops at 0x{addr:x}")));
             }
-            let b = self.mem().read_vec(addr, read_len)?;
-            let code_addr = b.u64_at(code);
-            let info = self.code_info(code_addr)?;
-            let lasti_v = b.i32_at(lasti) as i64;
-            // 3.8/3.9: f_lasti is a byte offset; 3.10: an instruction index into a byte-based table.
-            let byte_addr = if self.version.minor >= 10 && lasti_v >= 0 { lasti_v * 2 } else { lasti_v };
-            let line = info.line(byte_addr).unwrap_or(0);
-            stack.frames.push(Frame { function: info.function_arc(), file: info.filename.clone(), line });
-            stack.raw.push((addr, code_addr));
-            addr = b.u64_at(back);
+            let f = self.frame_object(addr)?;
+            stack.frames.push(f.frame);
+            stack.raw.push((addr, f.code));
+            addr = f.back;
         }
         Ok(stack)
     }
@@ -72,7 +96,9 @@ impl PyProcess {
 
     /// As `interp_frame`, also returning the code object address.
     pub fn interp_frame_code(&self, addr: u64) -> MemResult<(Option<Frame>, u64, u64)> {
-        let FrameOffsets::Interp { size, .. } = self.off.frame else { unreachable!() };
+        let FrameOffsets::Interp { size, .. } = self.off.frame else {
+            return Err(MemError::Other("not an interpreter-frame layout".into()));
+        };
         let mut buf = [0u8; 128];
         let n = (size as usize).min(128);
         self.mem().read(addr, &mut buf[..n])?;
@@ -93,7 +119,7 @@ impl PyProcess {
             ..
         } = self.off.frame
         else {
-            unreachable!()
+            return Err(MemError::Other("not an interpreter-frame layout".into()));
         };
         let prev = b.u64_at(previous);
         let own = b.u8_at(owner);

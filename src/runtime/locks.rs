@@ -3,7 +3,7 @@
 
 use super::offsets::FrameOffsets;
 use super::PyProcess;
-use crate::attach::MemResult;
+use crate::attach::{words, MemResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
@@ -53,18 +53,9 @@ pub struct FrameValues {
 const MAX_SLOTS: u64 = 1024;
 
 impl PyProcess {
-    fn head(&self) -> u64 {
-        if self.free_threaded {
-            16
-        } else {
-            0
-        }
-    }
-
     /// Module name of a heap type (its `__module__`), for telling asyncio.Lock from other "Lock"s.
     pub fn type_module(&self, ty: u64) -> Option<String> {
-        let off = self.layout.as_ref().and_then(|l| l.field("PyTypeObject", "tp_dict")).unwrap_or(264 + self.head());
-        let d = self.mem().read_u64(ty + off).ok()?;
+        let d = self.mem().read_u64(ty.wrapping_add(self.off.tp_dict)).ok()?;
         if d == 0 {
             return None;
         }
@@ -78,21 +69,16 @@ impl PyProcess {
     pub fn lock_held_by_with(&self, v: u64) -> Option<(LockKind, u64)> {
         let ty = self.ob_type(v).ok()?;
         let t = &self.types;
-        let h = self.head();
+        let o = &self.off;
         if Some(ty) == t.cfunction {
-            let ml = self.mem().read_u64(v.wrapping_add(16 + h)).ok()?;
+            let ml = self.mem().read_u64(v.wrapping_add(o.cfunction_ml)).ok()?;
             let name = self.read_cstr(self.mem().read_u64(ml).ok()?, 32).ok()?;
             if name != "__exit__" {
                 return None;
             }
         } else if Some(ty) == t.method {
-            let func = self.mem().read_u64(v.wrapping_add(16 + h)).ok()?;
-            let name_off = self
-                .layout
-                .as_ref()
-                .and_then(|l| l.field("PyFunctionObject", "func_name"))
-                .unwrap_or(if self.version.at_least(3, 10) { 32 } else { 64 } + h);
-            let name = self.read_str_max(self.mem().read_u64(func.wrapping_add(name_off)).ok()?, 32).ok()?;
+            let func = self.mem().read_u64(v.wrapping_add(o.method_func)).ok()?;
+            let name = self.read_str_max(self.mem().read_u64(func.wrapping_add(o.func_name)).ok()?, 32).ok()?;
             if name != "__aexit__" && name != "__exit__" {
                 return None;
             }
@@ -107,8 +93,8 @@ impl PyProcess {
         let ty = self.ob_type(obj).ok()?;
         let t = &self.types;
         if Some(ty) == t.method || Some(ty) == t.cfunction {
-            // PyMethodObject.im_self and PyCFunctionObject.m_self are both at +24 (+16 free-threaded).
-            let slf = self.mem().read_u64(obj + 24 + self.head()).ok()?;
+            let self_off = if Some(ty) == t.method { self.off.method_self } else { self.off.cfunction_self };
+            let slf = self.mem().read_u64(obj.wrapping_add(self_off)).ok()?;
             if slf == 0 || slf == obj {
                 return None;
             }
@@ -136,7 +122,7 @@ impl PyProcess {
 
     /// State of a `_thread.lock` / `_thread.RLock`.
     pub fn thread_lock_state(&self, obj: u64, kind: LockKind) -> MemResult<ThreadLockState> {
-        let h = self.head();
+        let h = self.off.head;
         let m = self.mem();
         let lay = |st: &str, f: &str| self.layout.as_ref().and_then(|l| l.field(st, f));
         // The PyMutex-based locks (24-byte lock, 40-byte RLock) arrived in 3.14, and for the plain
@@ -176,7 +162,7 @@ impl PyProcess {
     /// Names of a code object's locals (`co_localsplusnames` 3.11+, `co_varnames` before).
     pub fn local_names(&self, code: u64) -> Vec<String> {
         let field = if self.version.at_least(3, 11) { "co_localsplusnames" } else { "co_varnames" };
-        let default = if self.version.at_least(3, 11) { 96 } else { 72 } + self.head();
+        let default = if self.version.at_least(3, 11) { 96 } else { 72 } + self.off.head;
         let off = self.layout.as_ref().and_then(|l| l.field("PyCodeObject", field)).unwrap_or(default);
         let Ok(t) = self.mem().read_u64(code + off) else { return vec![] };
         self.read_sequence(t, true, 4096)
@@ -203,8 +189,8 @@ impl PyProcess {
                 out.globals = m.read_u64(frame + lay("PyFrameObject", "f_globals").unwrap_or(48))?;
                 let nloc = if vs > lp { ((vs - lp) / 8).min(MAX_SLOTS) } else { 0 };
                 let locals = m.read_vec(lp, nloc as usize * 8)?;
-                for (i, c) in locals.chunks_exact(8).enumerate() {
-                    out.locals.push((names.get(i).cloned(), u64::from_le_bytes(c.try_into().unwrap())));
+                for (i, v) in words(&locals).enumerate() {
+                    out.locals.push((names.get(i).cloned(), v));
                 }
                 let stacksize = lay("PyCodeObject", "co_stacksize")
                     .map(|o| m.read_i32(code + o).unwrap_or(0))
@@ -218,7 +204,7 @@ impl PyProcess {
                 let end = if top > vs && (top - vs) / 8 <= MAX_SLOTS { top } else { vs + 8 * stacksize as u64 };
                 if end > vs {
                     let st = m.read_vec(vs, (end - vs) as usize)?;
-                    out.stack = st.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+                    out.stack = words(&st).collect();
                 }
             }
             FrameOffsets::Interp { localsplus, stack, tagged, .. } => {
@@ -228,8 +214,7 @@ impl PyProcess {
                 let nlp = info.nlocalsplus.unwrap_or(0).clamp(0, MAX_SLOTS as i64) as u64;
                 let base = frame + localsplus;
                 let locals = m.read_vec(base, nlp as usize * 8)?;
-                for (i, c) in locals.chunks_exact(8).enumerate() {
-                    let v = u64::from_le_bytes(c.try_into().unwrap());
+                for (i, v) in words(&locals).enumerate() {
                     out.locals.push((names.get(i).cloned(), if tagged { v & !3 } else { v }));
                 }
                 let sbase = base + 8 * nlp;
@@ -242,12 +227,8 @@ impl PyProcess {
                 let end = end.min(sbase + 8 * stacksize.max(1) + 8 * MAX_SLOTS);
                 if end > sbase && (end - sbase) / 8 <= MAX_SLOTS {
                     let st = m.read_vec(sbase, (end - sbase) as usize)?;
-                    out.stack = st
-                        .chunks_exact(8)
-                        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                        .filter(|v| !tagged || v & 3 != 3)
-                        .map(|v| if tagged { v & !3 } else { v })
-                        .collect();
+                    out.stack =
+                        words(&st).filter(|v| !tagged || v & 3 != 3).map(|v| if tagged { v & !3 } else { v }).collect();
                 }
             }
         }

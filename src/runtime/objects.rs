@@ -35,12 +35,12 @@ impl PyProcess {
 
     /// `tp_name` of a type object, cached (type objects outlive a snapshot in practice).
     pub fn type_name(&self, ty: u64) -> MemResult<String> {
-        if let Some(n) = self.type_name_cache.lock().unwrap().get(&ty) {
+        if let Some(n) = crate::sync::lock(&self.type_name_cache).get(&ty) {
             return Ok(n.clone());
         }
         let p = self.mem().read_u64(ty.wrapping_add(self.off.tp_name))?;
         let name = self.read_cstr(p, 256)?;
-        self.type_name_cache.lock().unwrap().insert(ty, name.clone());
+        crate::sync::lock(&self.type_name_cache).insert(ty, name.clone());
         Ok(name)
     }
 
@@ -163,7 +163,7 @@ impl PyProcess {
         let items =
             if is_tuple { addr + self.off.tuple_item } else { self.mem().read_u64(addr + self.off.list_item)? };
         let raw = self.mem().read_vec(items, size as usize * 8)?;
-        Ok(raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
+        Ok(crate::attach::words(&raw).collect())
     }
 
     /// (key, value) pairs of a dict object.

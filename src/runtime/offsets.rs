@@ -110,6 +110,15 @@ pub struct Offsets {
     /// 3.13+: `PyDictValues` has an 8-byte header before `values[]`
     pub dict_values_header: u64,
     pub module_dict: u64,
+    /// Extra bytes in every object header (16 in free-threaded builds, else 0).
+    pub head: u64,
+    // Callables: bound Python methods, builtin methods, functions.
+    pub method_func: u64,
+    pub method_self: u64,
+    pub cfunction_ml: u64,
+    pub cfunction_self: u64,
+    pub func_name: u64,
+    pub tp_dict: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -204,8 +213,8 @@ impl Offsets {
             (Some(base), Some(l), Some(h)) if l >= base && h >= base => (Some(l - base), Some(h - base)),
             _ => (s.f("_gil_runtime_state", &["locked"]), s.f("_gil_runtime_state", &["last_holder"])),
         };
-        let gil_locked = gil_locked.or(Some(16 + if free_threaded { 8 } else { 0 }));
-        let gil_last_holder = gil_last_holder.or(Some(8 + if free_threaded { 8 } else { 0 }));
+        let gil_locked = gil_locked.unwrap_or(16 + if free_threaded { 8 } else { 0 });
+        let gil_last_holder = gil_last_holder.unwrap_or(8 + if free_threaded { 8 } else { 0 });
         let gil_switch_number =
             s.f("_gil_runtime_state", &["switch_number"]).or(Some(24 + if free_threaded { 8 } else { 0 }));
         let gil_enabled = if free_threaded {
@@ -418,6 +427,13 @@ impl Offsets {
         };
         let dict_values_header = if v.at_least(3, 13) { s.f("PyDictValues", &["values"]).unwrap_or(8) } else { 0 };
         let module_dict = s.f("PyModuleObject", &["md_dict"]).unwrap_or(16 + head);
+        let method_func = s.f("PyMethodObject", &["im_func"]).unwrap_or(16 + head);
+        let method_self = s.f("PyMethodObject", &["im_self"]).unwrap_or(24 + head);
+        let cfunction_ml = s.f("PyCFunctionObject", &["m_ml"]).unwrap_or(16 + head);
+        let cfunction_self = s.f("PyCFunctionObject", &["m_self"]).unwrap_or(24 + head);
+        let func_name =
+            s.f("PyFunctionObject", &["func_name"]).unwrap_or(if v.at_least(3, 10) { 32 } else { 64 } + head);
+        let tp_dict = s.f("PyTypeObject", &["tp_dict"]).unwrap_or(264 + head);
 
         let ts_read_size = [
             Some(ts_next),
@@ -454,8 +470,8 @@ impl Offsets {
             interp_id,
             interp_modules,
             interp_ceval_gil,
-            gil_locked: gil_locked.unwrap(),
-            gil_last_holder: gil_last_holder.unwrap(),
+            gil_locked,
+            gil_last_holder,
             gil_switch_number,
             gil_enabled,
             gil_size,
@@ -512,6 +528,13 @@ impl Offsets {
             dk,
             dict_values_header,
             module_dict,
+            head,
+            method_func,
+            method_self,
+            cfunction_ml,
+            cfunction_self,
+            func_name,
+            tp_dict,
         })
     }
 }

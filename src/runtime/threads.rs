@@ -21,6 +21,14 @@ pub struct InterpInfo {
     pub gil_enabled: bool,
 }
 
+impl InterpInfo {
+    /// Whether a futex address lies in this interpreter's GIL (its mutex or condition variable):
+    /// a detached thread sleeping there is waiting for the GIL.
+    pub fn is_gil_futex(&self, futex: Option<u64>, gil_size: u64) -> bool {
+        matches!((futex, self.gil), (Some(f), Some(g)) if f >= g && f < g.wrapping_add(gil_size))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ThreadRecord {
     pub interp_id: i64,

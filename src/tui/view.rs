@@ -217,8 +217,7 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
     let mut lines: Vec<Line> = Vec::new();
     match app.focus {
         Pane::Tasks => {
-            if let Some(t) = app.selected_task_snap() {
-                let snap = app.snapshot.as_ref().unwrap();
+            if let (Some(t), Some(snap)) = (app.selected_task_snap(), app.snapshot.as_ref()) {
                 let name_of = |id: &String| {
                     snap.tasks.iter().find(|x| &x.id == id).map(|x| escape(&x.name)).unwrap_or_else(|| id.clone())
                 };
