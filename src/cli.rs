@@ -4,6 +4,8 @@
 use clap::{Args, Parser, Subcommand};
 use taskspy::commands::color::ColorWhen;
 use taskspy::commands::completions::Shell;
+use taskspy::commands::origin::Origin;
+use taskspy::source::core::CoreOptions;
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -17,6 +19,9 @@ Exit codes:
   7    unsupported Python version
   8    target exited while reading
   9    Python binary stripped of the symbols taskspy needs
+  10   bad input file (not a core, truncated core, not a taskspy snapshot)
+  11   a binary the core needs is missing on this machine (see --lib-root, --exe)
+  12   a binary on disk is not the build the core was taken with (see --force)
   130  interrupted (Ctrl-C)";
 
 #[derive(Parser, Debug)]
@@ -31,7 +36,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print every thread's Python stack (text, or JSON with --json).
+    /// Print every thread's Python stack (text, or JSON with --json), from a PID, a core or a saved snapshot.
     #[command(after_help = EXIT_CODES)]
     Dump(DumpArgs),
     /// Table of asyncio tasks: thread, id, name, coroutine stack, awaiter (like `python -m asyncio ps`).
@@ -65,6 +70,113 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
+/// Where a command reads from: a live process (PID), a core file, or a saved snapshot.
+#[derive(Args, Debug, Clone)]
+pub struct Source {
+    /// Process id of the Python process.
+    #[arg(value_name = "PID")]
+    pub pid: Option<i32>,
+    /// Process id (py-spy style).
+    #[arg(short = 'p', long = "pid", value_name = "PID", id = "pid_flag")]
+    pub pid_flag: Option<i32>,
+    /// Read an ELF core file (gcore, kernel, systemd-coredump .zst/.lz4) instead of a live process.
+    #[arg(long, value_name = "CORE")]
+    pub core: Option<std::path::PathBuf>,
+    /// With --core: the executable on this machine, when not at the path the core names.
+    #[arg(long, value_name = "PATH", requires = "core")]
+    pub exe: Option<std::path::PathBuf>,
+    /// With --core: a directory holding the target's files under their original paths.
+    #[arg(long, value_name = "DIR", requires = "core")]
+    pub lib_root: Option<std::path::PathBuf>,
+    /// With --core: read a truncated core, or binaries of another build than the core's.
+    #[arg(long, requires = "core")]
+    pub force: bool,
+}
+
+impl Source {
+    /// The live PID, or what else was named; a usage error when none or several are given.
+    pub fn origin(&self, input: Option<&String>, blocking: bool, pause_ms: u64) -> Result<Origin, String> {
+        let pid = self.pid.or(self.pid_flag);
+        let named = [pid.is_some(), self.core.is_some(), input.is_some()].iter().filter(|x| **x).count();
+        if named == 0 {
+            return Err("name a target: a PID, --core CORE or --input FILE".into());
+        }
+        if named > 1 || (self.pid.is_some() && self.pid_flag.is_some()) {
+            return Err("name one target: a PID, --core CORE or --input FILE, not several".into());
+        }
+        if blocking && pid.is_none() {
+            return Err("--blocking pauses a live process: it needs a PID".into());
+        }
+        Ok(if let Some(core) = &self.core {
+            Origin::Core(CoreOptions {
+                core: core.clone(),
+                exe: self.exe.clone(),
+                lib_root: self.lib_root.clone(),
+                force: self.force,
+            })
+        } else if let Some(i) = input {
+            Origin::Saved(i.clone())
+        } else {
+            Origin::Live { pid: pid.unwrap_or(0), blocking, pause_ms }
+        })
+    }
+}
+
+/// Options that read a saved snapshot or pause a live process.
+#[derive(Args, Debug, Clone)]
+pub struct ReadOpts {
+    /// Read saved snapshot(s) (`dump --json`, `s` in top; several, one per line) instead; `-` = stdin.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<String>,
+    /// Pause the target while reading (consistent view; always resumed, also on error and Ctrl-C).
+    #[arg(long)]
+    pub blocking: bool,
+    /// With --blocking: resume the target after this many milliseconds whatever the read is doing
+    /// (the rest is read while it runs, and the snapshot says so).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub pause_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[command(flatten)]
+    pub read: ReadOpts,
+    /// Print one JSON document (schema taskspy/1).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TaskArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[command(flatten)]
+    pub read: ReadOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeadlockArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[command(flatten)]
+    pub read: ReadOpts,
+    /// Sample for this many seconds (needed to see blocked event loops); 0 = one snapshot.
+    #[arg(long, default_value_t = 0.0)]
+    pub duration: f64,
+    /// A loop running one task synchronously for longer than this (seconds) is reported.
+    #[arg(long, default_value_t = 1.0)]
+    pub threshold: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A live process only (sampling over time).
 #[derive(Args, Debug)]
 pub struct Target {
     /// Process id of the Python process.
@@ -82,60 +194,24 @@ impl Target {
 }
 
 #[derive(Args, Debug)]
-pub struct DumpArgs {
-    #[command(flatten)]
-    pub target: Target,
-    /// Print one JSON document (schema taskspy/1).
-    #[arg(long)]
-    pub json: bool,
-    /// Pause the target while reading (consistent view; always resumed, also on error and Ctrl-C).
-    #[arg(long)]
-    pub blocking: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct TaskArgs {
-    #[command(flatten)]
-    pub target: Target,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Pause the target while reading.
-    #[arg(long)]
-    pub blocking: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct DeadlockArgs {
-    #[command(flatten)]
-    pub target: Target,
-    /// Sample for this many seconds (needed to see blocked event loops); 0 = one snapshot.
-    #[arg(long, default_value_t = 0.0)]
-    pub duration: f64,
-    /// A loop running one task synchronously for longer than this (seconds) is reported.
-    #[arg(long, default_value_t = 1.0)]
-    pub threshold: f64,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Args, Debug)]
 pub struct TopArgs {
     /// Process id of the Python process.
-    #[arg(value_name = "PID", required_unless_present_any = ["pid_flag", "replay"], conflicts_with = "pid_flag")]
+    #[arg(value_name = "PID", required_unless_present_any = ["pid_flag", "replay", "input"], conflicts_with = "pid_flag")]
     pub pid: Option<i32>,
     /// Process id (py-spy style).
     #[arg(short = 'p', long = "pid", value_name = "PID", id = "pid_flag")]
     pub pid_flag: Option<i32>,
+    /// Browse a saved snapshot (from `dump --json` or `s` in top) instead of a live process; `-` = stdin.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pid", "pid_flag", "replay"])]
+    pub input: Option<String>,
     /// GIL samples per second between refreshes.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
     /// Seconds between snapshot refreshes.
     #[arg(long, default_value_t = 1.0)]
     pub refresh: f64,
-    /// Browse a saved snapshot (from `dump --json` or `s` in top) instead of a live process.
-    #[arg(long, value_name = "SNAPSHOT.json", conflicts_with_all = ["pid", "pid_flag"])]
+    /// Same as --input (kept for scripts written against earlier versions).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pid", "pid_flag"])]
     pub replay: Option<String>,
 }
 

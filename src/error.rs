@@ -25,6 +25,12 @@ pub mod exit {
     pub const TARGET_EXITED: i32 = 8;
     /// The Python binary is stripped of the symbols taskspy needs.
     pub const MISSING_SYMBOLS: i32 = 9;
+    /// An input file (core, saved snapshot) is not what it should be: not a core, truncated, corrupt.
+    pub const BAD_INPUT: i32 = 10;
+    /// A binary the core needs is not on this machine (`--lib-root`, `--exe`).
+    pub const BINARY_MISSING: i32 = 11;
+    /// A binary on disk is another build than the one the core was taken with (`--force`).
+    pub const BINARY_MISMATCH: i32 = 12;
     /// Interrupted by Ctrl-C (128 + SIGINT).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -51,6 +57,14 @@ pub enum Error {
         binary: String,
     },
     Interrupted,
+    BadInput {
+        path: String,
+        detail: String,
+    },
+    BinaryMissing(String),
+    /// A command line that names no target, or several (exit 2, like clap's own usage errors).
+    Usage(String),
+    BinaryMismatch(String),
     /// Memory did not make sense even after retries (target changing too fast, or corrupt).
     Inconsistent(String),
     Other(String),
@@ -68,6 +82,10 @@ impl Error {
             Error::TargetExited(_) => exit::TARGET_EXITED,
             Error::MissingSymbols { .. } => exit::MISSING_SYMBOLS,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::BadInput { .. } => exit::BAD_INPUT,
+            Error::Usage(_) => exit::USAGE,
+            Error::BinaryMissing(_) => exit::BINARY_MISSING,
+            Error::BinaryMismatch(_) => exit::BINARY_MISMATCH,
             Error::Inconsistent(_) | Error::Other(_) => exit::GENERIC,
         }
     }
@@ -107,6 +125,8 @@ impl fmt::Display for Error {
                  .PyRuntime section; use an unstripped python/libpython build"
             ),
             Error::Interrupted => write!(f, "interrupted"),
+            Error::BadInput { path, detail } => write!(f, "{path}: {detail}"),
+            Error::BinaryMissing(m) | Error::BinaryMismatch(m) | Error::Usage(m) => write!(f, "{m}"),
             Error::Inconsistent(m) => write!(f, "target memory kept changing or is corrupt: {m}"),
             Error::Other(m) => write!(f, "{m}"),
         }

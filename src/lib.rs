@@ -3,11 +3,12 @@
 
 pub mod analysis;
 pub mod asyncio;
-pub mod attach;
 pub mod commands;
 pub mod error;
+pub mod model;
 pub mod render;
 pub mod runtime;
 pub mod snapshot;
+pub mod source;
 pub mod sync;
 pub mod tui;

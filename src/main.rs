@@ -5,8 +5,8 @@ mod cli;
 
 use clap::{CommandFactory, Parser};
 use std::io::Write;
-use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, tasks};
-use taskspy::error::exit;
+use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, tasks, top, Output};
+use taskspy::error::{exit, Error, Result};
 
 fn main() {
     std::panic::set_hook(Box::new(|info| {
@@ -19,32 +19,7 @@ fn main() {
         let _ = writeln!(std::io::stderr(), "taskspy: internal error: {msg} (please report this)");
     }));
     let cli = cli::Cli::parse();
-    let result = match &cli.command {
-        cli::Command::Dump(a) => {
-            dump::run(&dump::DumpOptions { pid: a.target.pid(), json: a.json, blocking: a.blocking })
-        }
-        cli::Command::Ps(a) => tasks::ps(a.target.pid(), a.json, a.blocking),
-        cli::Command::Pstree(a) => tasks::pstree(a.target.pid(), a.json, a.blocking),
-        cli::Command::Deadlocks(a) => deadlocks::run(&deadlocks::DeadlockOptions {
-            pid: a.target.pid(),
-            duration: a.duration,
-            threshold: a.threshold,
-            json: a.json,
-        }),
-        cli::Command::Gil(a) => {
-            gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json })
-        }
-        cli::Command::Top(a) => taskspy::tui::runner::run(&taskspy::tui::runner::TopOptions {
-            color: color::enabled_for_stdout(cli.color),
-            pid: a.pid.or(a.pid_flag).unwrap_or(0),
-            rate: a.rate,
-            refresh: a.refresh,
-            replay: a.replay.clone(),
-        }),
-        cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
-        cli::Command::Completions(a) => completions::completions(cli::Cli::command(), a.shell),
-        cli::Command::Man => manpage::man_page(cli::Cli::command()),
-    };
+    let result = run(&cli);
     // Colour is added after rendering, only to `dump`-style text and only when wanted
     // (`--color`, NO_COLOR, stdout a terminal): piped output never contains escape sequences.
     let colorable = matches!(cli.command, cli::Command::Dump(_) | cli::Command::Demo(_));
@@ -77,4 +52,44 @@ fn raw_stdout() -> std::mem::ManuallyDrop<std::fs::File> {
     use std::os::unix::io::FromRawFd;
     // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop keeps us from closing it.
     std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) })
+}
+
+fn run(cli: &cli::Cli) -> Result<Output> {
+    let usage = |m: String| Error::Usage(m);
+    match &cli.command {
+        cli::Command::Dump(a) => {
+            let origin = a.source.origin(a.read.input.as_ref(), a.read.blocking, a.read.pause_ms).map_err(usage)?;
+            dump::run(&dump::DumpOptions { origin, json: a.json })
+        }
+        cli::Command::Ps(a) => {
+            let origin = a.source.origin(a.read.input.as_ref(), a.read.blocking, a.read.pause_ms).map_err(usage)?;
+            tasks::ps(&origin, a.json)
+        }
+        cli::Command::Pstree(a) => {
+            let origin = a.source.origin(a.read.input.as_ref(), a.read.blocking, a.read.pause_ms).map_err(usage)?;
+            tasks::pstree(&origin, a.json)
+        }
+        cli::Command::Deadlocks(a) => {
+            let origin = a.source.origin(a.read.input.as_ref(), a.read.blocking, a.read.pause_ms).map_err(usage)?;
+            deadlocks::run(&deadlocks::DeadlockOptions {
+                origin,
+                duration: a.duration,
+                threshold: a.threshold,
+                json: a.json,
+            })
+        }
+        cli::Command::Gil(a) => {
+            gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json })
+        }
+        cli::Command::Top(a) => top::run(&taskspy::tui::runner::TopOptions {
+            color: color::enabled_for_stdout(cli.color),
+            pid: a.pid.or(a.pid_flag).unwrap_or(0),
+            rate: a.rate,
+            refresh: a.refresh,
+            replay: a.input.clone().or_else(|| a.replay.clone()),
+        }),
+        cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
+        cli::Command::Completions(a) => completions::completions(cli::Cli::command(), a.shell),
+        cli::Command::Man => manpage::man_page(cli::Cli::command()),
+    }
 }

@@ -1,7 +1,7 @@
 //! GIL statistics over samples: share of samples the GIL was held, per thread the share holding it
 //! and waiting for it, the stacks it ran while holding it, and hand-offs per second.
 
-use crate::runtime::frames::Frame;
+use crate::model::Frame;
 use serde::Serialize;
 use std::collections::HashMap;
 

@@ -1,7 +1,7 @@
 //! The task tree by awaited-by: roots are tasks nobody awaits; children are the tasks a task
 //! awaits. Cycles never stop the drawing: every task appears, cycles are cut and listed.
 
-use crate::snapshot::TaskSnap;
+use crate::model::TaskSnap;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -13,7 +13,7 @@ pub struct TreeNode {
     pub thread: Option<i32>,
     pub state: String,
     pub waiting_on: String,
-    pub coroutine_stack: Vec<crate::runtime::frames::Frame>,
+    pub coroutine_stack: Vec<crate::model::Frame>,
     pub children: Vec<TreeNode>,
     /// This task is already drawn higher up on this path (the edge closes a cycle).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -24,6 +24,9 @@ pub struct TreeNode {
     /// The tree was cut here at MAX_TREE_DEPTH; the children are drawn as separate roots.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub continued_below: bool,
+    /// Why the task could not be read in full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Deepest nesting drawn in one tree (keeps rendering and JSON bounded).
@@ -167,6 +170,7 @@ fn node(t: &TaskSnap) -> TreeNode {
         cycle: false,
         shown_elsewhere: false,
         continued_below: false,
+        error: t.error.clone(),
     }
 }
 
@@ -225,7 +229,7 @@ fn draw<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::WaitingOn;
+    use crate::model::WaitingOn;
 
     fn t(id: &str, awaiting: &[&str], awaited_by: &[&str]) -> TaskSnap {
         TaskSnap {
@@ -237,13 +241,8 @@ mod tests {
             coroutine_stack: vec![],
             awaiting: awaiting.iter().map(|s| s.to_string()).collect(),
             awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
-            waiting_on: WaitingOn {
-                kind: "task".into(),
-                future: None,
-                object: None,
-                object_type: None,
-                runnable: false,
-            },
+            waiting_on: WaitingOn { kind: "task".into(), ..Default::default() },
+            ..Default::default()
         }
     }
 

@@ -4,30 +4,28 @@
 
 use super::task::{FutState, RawTask};
 use super::{Asyncio, ObjKind};
-use crate::attach::MemResult;
+use crate::model::{hex, AwaitPoint, LoopSnap, TaskSnap, WaitingOn};
+use crate::runtime::thread_waits::{LockFacts, LockTable};
 use crate::runtime::threads::{InterpInfo, ThreadRecord};
-use crate::snapshot::{TaskSnap, WaitingOn};
+use crate::source::{MemError, MemResult};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
-/// "0x…" without going through the formatting machinery (called for every task and edge).
-pub fn hex(addr: u64) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 18];
-    let mut i = buf.len();
-    let mut v = addr;
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    i -= 1;
-    buf[i] = b'x';
-    i -= 1;
-    buf[i] = b'0';
-    String::from_utf8_lossy(&buf[i..]).into_owned()
+/// Most event loops recorded per interpreter.
+const MAX_LOOPS: usize = 4096;
+/// Most objects visited below one awaited gather.
+const MAX_GATHER_OBJECTS: usize = 1_000_000;
+
+/// Everything asyncio contributes to one snapshot of an interpreter.
+#[derive(Debug, Default)]
+pub struct AsyncioRecord {
+    pub tasks: Vec<TaskSnap>,
+    pub loops: Vec<LoopSnap>,
+    pub locks: LockTable,
+    /// Whether task lock facts were collected (only when some task waits on a lock).
+    pub lock_facts: bool,
+    /// Registry entries or tasks that could not be read (each is in `tasks` with an `error`, or
+    /// counted here when not even its address was readable).
+    pub unreadable: u64,
 }
 
 impl Asyncio<'_> {
@@ -56,22 +54,69 @@ impl Asyncio<'_> {
         out
     }
 
-    pub fn collect_tasks(
+    /// The task each running loop is executing now: 3.14+ per thread state, before that
+    /// `asyncio.tasks._current_tasks` (loop -> task).
+    fn current_tasks(&self, interp: &InterpInfo, records: &[(ThreadRecord, Option<i32>)]) -> HashMap<u64, u64> {
+        let py = self.py;
+        let mut out = HashMap::default();
+        if let (Some(dbg), Some(loop_off)) = (self.off.debug, self.off.impl_running_loop) {
+            for (rec, _) in records {
+                let lp = py.mem().read_u64(rec.tstate + loop_off).unwrap_or(0);
+                let task = py.mem().read_u64(rec.tstate + dbg.thread_running_task).unwrap_or(0);
+                if lp != 0 && task != 0 && Some(task) != py.types.none {
+                    out.insert(lp, task);
+                }
+            }
+        }
+        let dict = py
+            .find_module(interp.addr, "asyncio.tasks")
+            .ok()
+            .flatten()
+            .and_then(|m| py.module_dict(m).ok())
+            .and_then(|md| py.dict_get(md, "_current_tasks").ok().flatten());
+        if let Some(d) = dict {
+            for (lp, task) in py.dict_items(d).unwrap_or_default().into_iter().take(MAX_LOOPS) {
+                out.entry(lp).or_insert(task);
+            }
+        }
+        out
+    }
+
+    /// Tasks, their loops and (when some task waits on a lock) their lock facts. With `tolerate`
+    /// an unreadable task becomes an entry with an `error` instead of failing the whole read.
+    pub fn collect(
         &self,
         interp: &InterpInfo,
         records: &[(ThreadRecord, Option<i32>)],
-    ) -> MemResult<Vec<TaskSnap>> {
+        tolerate: bool,
+    ) -> MemResult<AsyncioRecord> {
         let py = self.py;
+        let mut rec = AsyncioRecord::default();
         let tstates: Vec<u64> = records.iter().map(|(r, _)| r.tstate).collect();
-        let addrs = self.task_addresses(interp, &tstates)?;
-        let mut raw: Vec<RawTask> = Vec::with_capacity(addrs.len());
-        for a in addrs {
-            let t = self.read_task(a)?;
-            if t.state == FutState::Pending {
-                raw.push(t);
+        let found = self.task_addresses(interp, &tstates, tolerate)?;
+        rec.unreadable += found.unreadable;
+        let mut raw: Vec<RawTask> = Vec::with_capacity(found.tasks.len());
+        let mut broken: Vec<(u64, MemError)> = Vec::new();
+        for a in found.tasks {
+            // Registries may legally hold other objects (a WeakSet anyone can add to): only
+            // tasks are read; an entry whose type cannot even be read is reported, not dropped.
+            let read = py.ob_type(a).and_then(|ty| match self.kind_of_type(ty) {
+                ObjKind::Task | ObjKind::PyTask => self.read_task(a).map(Some),
+                _ => Ok(None),
+            });
+            match read {
+                // A torn read of a live process: retry the snapshot before settling for less.
+                Ok(Some(t)) if t.error.is_some() && !tolerate => {
+                    return Err(MemError::Other(t.error.unwrap_or_default()));
+                }
+                Ok(Some(t)) if t.state == FutState::Pending => raw.push(t),
+                Ok(_) => {}
+                Err(e) if e.is_fatal() || !tolerate => return Err(e),
+                Err(e) => broken.push((a, e)),
             }
         }
-        let loops = self.loops_by_thread(records);
+        let running = self.loops_by_thread(records);
+        let current = self.current_tasks(interp, records);
         let idents: HashMap<u64, Option<i32>> = records.iter().map(|(r, t)| (r.ident, *t)).collect();
         let index: HashMap<u64, usize> = raw.iter().enumerate().map(|(i, t)| (t.addr, i)).collect();
 
@@ -100,37 +145,94 @@ impl Asyncio<'_> {
             awaited_by.entry(*c).or_default().push(*p);
         }
 
-        let mut out = Vec::with_capacity(raw.len());
-        let mut loops = loops;
+        // Every loop with a task or a thread, and the thread that runs (or last ran) it.
+        let mut loop_thread: HashMap<u64, Option<i32>> = running.clone();
         for t in &raw {
-            let thread = match loops.get(&t.loop_addr) {
-                Some(t) => *t,
-                None => {
-                    // A loop that is not running right now still remembers its thread
-                    // (BaseEventLoop._thread_id); looked up once per loop.
-                    let tid = py
-                        .getattr(t.loop_addr, "_thread_id")
-                        .ok()
-                        .flatten()
-                        .and_then(|o| py.read_long(o).ok())
-                        .and_then(|ident| idents.get(&(ident as u64)).copied().flatten());
-                    loops.insert(t.loop_addr, tid);
-                    tid
-                }
-            };
-            out.push(TaskSnap {
+            if loop_thread.contains_key(&t.loop_addr) || t.loop_addr == 0 || loop_thread.len() >= MAX_LOOPS {
+                continue;
+            }
+            // A loop that is not running right now still remembers its thread
+            // (BaseEventLoop._thread_id); looked up once per loop.
+            let tid = py
+                .getattr(t.loop_addr, "_thread_id")
+                .ok()
+                .flatten()
+                .and_then(|o| py.read_long(o).ok())
+                .and_then(|ident| idents.get(&(ident as u64)).copied().flatten());
+            loop_thread.insert(t.loop_addr, tid);
+        }
+
+        // Lock facts need a waiter: without a task waiting on an asyncio lock no lock cycle or
+        // lock wait among tasks exists, and the per-coroutine stack scan is skipped.
+        let mut waits: Vec<WaitingOn> = raw.iter().map(|t| self.waiting_on(t)).collect();
+        rec.lock_facts = waits.iter().any(|w| matches!(w.kind.as_str(), "lock" | "semaphore" | "condition"));
+        rec.tasks.reserve(raw.len() + broken.len());
+        for (i, t) in raw.iter().enumerate() {
+            let facts = if rec.lock_facts { self.task_lock_facts(t, &mut rec.locks) } else { LockFacts::default() };
+            let awaited = t.fut_waiter.or(t.chain.awaited);
+            rec.tasks.push(TaskSnap {
                 id: hex(t.addr),
                 name: t.name.clone(),
                 state: t.state.as_str().to_string(),
-                thread,
+                thread: loop_thread.get(&t.loop_addr).copied().flatten(),
                 interpreter: interp.id,
                 coroutine_stack: t.chain.frames.clone(),
                 awaiting: awaiting.get(&t.addr).map(|v| v.iter().map(|a| hex(*a)).collect()).unwrap_or_default(),
                 awaited_by: awaited_by.get(&t.addr).map(|v| v.iter().map(|a| hex(*a)).collect()).unwrap_or_default(),
-                waiting_on: self.waiting_on(t),
+                waiting_on: std::mem::take(&mut waits[i]),
+                await_point: t.chain.point.map(|(code, offset)| AwaitPoint {
+                    code: hex(code),
+                    offset,
+                    awaited: awaited.map(hex),
+                }),
+                event_loop: (t.loop_addr != 0).then(|| hex(t.loop_addr)),
+                holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
+                waits_for_lock: facts.waits_for.map(hex),
+                error: t.error.clone(),
             });
         }
-        Ok(out)
+        for (a, e) in broken {
+            rec.unreadable += 1;
+            rec.tasks.push(TaskSnap {
+                id: hex(a),
+                name: "<unreadable>".into(),
+                state: "unknown".into(),
+                thread: None,
+                interpreter: interp.id,
+                coroutine_stack: vec![],
+                awaiting: vec![],
+                awaited_by: vec![],
+                waiting_on: WaitingOn { kind: "unknown".into(), ..Default::default() },
+                await_point: None,
+                event_loop: None,
+                holds_locks: vec![],
+                waits_for_lock: None,
+                error: Some(e.to_string()),
+            });
+        }
+        rec.unreadable += raw.iter().filter(|t| t.error.is_some()).count() as u64;
+        let mut loops: Vec<(u64, Option<i32>)> = loop_thread.into_iter().collect();
+        loops.sort_unstable();
+        for (lp, tid) in loops {
+            rec.loops.push(LoopSnap {
+                address: hex(lp),
+                interpreter: interp.id,
+                thread: tid,
+                running: running.contains_key(&lp),
+                current_task: current.get(&lp).map(|t| hex(*t)),
+                in_selector: None,
+                ready: self.ready_len(lp),
+            });
+        }
+        Ok(rec)
+    }
+
+    /// `len(loop._ready)` of a pure-Python event loop (uvloop keeps no such deque).
+    fn ready_len(&self, lp: u64) -> Option<u64> {
+        let py = self.py;
+        let d = py.getattr(lp, "_ready").ok().flatten()?;
+        let n = py.mem().read_i64(d.wrapping_add(py.off.ob_size)).ok()?;
+        (0..1 << 40).contains(&n).then_some(n as u64)
     }
 
     /// 3.8–3.13 record no awaited-by relation: rebuild it from the objects.
@@ -140,7 +242,7 @@ impl Asyncio<'_> {
             let waited = t.fut_waiter.or(t.chain.awaited);
             if let Some(w) = waited {
                 let mut leaves = Vec::new();
-                self.gather_leaves(w, 0, &mut leaves);
+                self.gather_leaves(w, &mut leaves);
                 for c in leaves {
                     if index.contains_key(&c) && c != t.addr {
                         edges.insert((t.addr, c));
@@ -170,20 +272,23 @@ impl Asyncio<'_> {
         }
     }
 
-    /// Tasks behind an awaited object: itself if a task, every child of a gather (recursively).
-    fn gather_leaves(&self, obj: u64, depth: usize, out: &mut Vec<u64>) {
-        if depth > 32 {
-            return;
-        }
-        match self.kind(obj) {
-            ObjKind::Task | ObjKind::PyTask => out.push(obj),
-            ObjKind::GatheringFuture => {
-                let Ok(Some(children)) = self.py.getattr(obj, "_children") else { return };
-                for c in self.py.read_sequence(children, false, 1_000_000).unwrap_or_default() {
-                    self.gather_leaves(c, depth + 1, out);
-                }
+    /// Tasks behind an awaited object: itself if a task, every child of a gather (nested gathers
+    /// followed, each object visited once: a gather may contain itself).
+    fn gather_leaves(&self, obj: u64, out: &mut Vec<u64>) {
+        let mut seen: FxHashSet<u64> = FxHashSet::default();
+        let mut work = vec![obj];
+        while let Some(o) = work.pop() {
+            if !seen.insert(o) || seen.len() > MAX_GATHER_OBJECTS {
+                continue;
             }
-            _ => {}
+            match self.kind(o) {
+                ObjKind::Task | ObjKind::PyTask => out.push(o),
+                ObjKind::GatheringFuture => {
+                    let Ok(Some(children)) = self.py.getattr(o, "_children") else { continue };
+                    work.extend(self.py.read_sequence(children, false, MAX_GATHER_OBJECTS as u64).unwrap_or_default());
+                }
+                _ => {}
+            }
         }
     }
 

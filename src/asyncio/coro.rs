@@ -3,8 +3,8 @@
 
 use super::offsets::YieldFrom;
 use super::{Asyncio, ObjKind};
-use crate::attach::{Buf, MemError, MemResult};
-use crate::runtime::frames::Frame;
+use crate::model::Frame;
+use crate::source::{Buf, MemError, MemResult};
 
 /// Longest await chain followed.
 pub const MAX_CHAIN: usize = 256;
@@ -22,6 +22,24 @@ pub struct AwaitChain {
     pub running: bool,
     /// First local (`self` for methods) of each coroutine frame, innermost first (0 if none).
     pub first_locals: Vec<u64>,
+    /// Innermost coroutine frame's code object and instruction offset: where the task is suspended.
+    pub point: Option<(u64, i64)>,
+}
+
+/// One coroutine/generator decoded: its frame, what it awaits, whether it is executing, its first
+/// local, and the code object and instruction offset it is at.
+struct GenFrame {
+    frame: Option<Frame>,
+    awaited: Option<u64>,
+    running: bool,
+    first_local: u64,
+    point: Option<(u64, i64)>,
+}
+
+impl GenFrame {
+    fn finished() -> GenFrame {
+        GenFrame { frame: None, awaited: None, running: false, first_local: 0, point: None }
+    }
 }
 
 impl Asyncio<'_> {
@@ -40,18 +58,19 @@ impl Asyncio<'_> {
             };
             match kind {
                 ObjKind::Coroutine | ObjKind::Generator => {
-                    let (frame, yf, running, first) = match self.off.gen_iframe {
+                    let g = match self.off.gen_iframe {
                         // 3.11+: the frame lives inside the coroutine: one read decodes it all.
                         Some(_) => self.embedded_gen_frame(obj, &buf[..len])?,
                         None => self.frame_object_gen(obj)?,
                     };
-                    if let Some(f) = frame {
+                    if let Some(f) = g.frame {
                         chain.frames.push(f);
                         chain.coroutines.push(obj);
-                        chain.first_locals.push(first);
+                        chain.first_locals.push(g.first_local);
+                        chain.point = g.point;
                     }
-                    chain.running |= running;
-                    match yf {
+                    chain.running |= g.running;
+                    match g.awaited {
                         Some(next) => obj = next,
                         None => break,
                     }
@@ -85,13 +104,13 @@ impl Asyncio<'_> {
 
     /// 3.8–3.10: a coroutine's heap frame object (NULL once finished), read once: its frame, the
     /// awaited object, and its first local (`self` for methods).
-    fn frame_object_gen(&self, gen: u64) -> MemResult<(Option<Frame>, Option<u64>, bool, u64)> {
+    fn frame_object_gen(&self, gen: u64) -> MemResult<GenFrame> {
         let py = self.py;
         let o = &self.off;
         let mem = py.mem();
         let f = mem.read_u64(gen + o.gen_frame.unwrap_or(16))?;
         if f == 0 {
-            return Ok((None, None, false, 0));
+            return Ok(GenFrame::finished());
         }
         let fo = py.frame_object(f)?;
         let b = &fo.bytes[..];
@@ -125,7 +144,13 @@ impl Asyncio<'_> {
         } else {
             mem.read_u64(f + o.f_localsplus)?
         };
-        Ok((Some(fo.frame), yf.filter(|x| *x != 0), false, first))
+        Ok(GenFrame {
+            frame: Some(fo.frame),
+            awaited: yf.filter(|x| *x != 0),
+            running: false,
+            first_local: first,
+            point: Some((fo.code, fo.lasti)),
+        })
     }
 
     /// Copy up to 512 bytes of an object: most coroutine frames (header, locals, stack) fit;
@@ -149,7 +174,7 @@ impl Asyncio<'_> {
 
     /// 3.11+: decode a coroutine/generator and its embedded frame from one copy of the object:
     /// (frame, awaited object, executing, first local).
-    fn embedded_gen_frame(&self, gen: u64, b: &[u8]) -> MemResult<(Option<Frame>, Option<u64>, bool, u64)> {
+    fn embedded_gen_frame(&self, gen: u64, b: &[u8]) -> MemResult<GenFrame> {
         let py = self.py;
         let o = &self.off;
         let iframe_off = o.gen_iframe.unwrap_or(72);
@@ -170,11 +195,11 @@ impl Asyncio<'_> {
         };
         let state = b.u8_at(o.gen_frame_state.unwrap_or(67)) as i8;
         if o.state_finished.contains(&state) || (o.state_finished.len() == 2 && state >= o.state_finished[0]) {
-            return Ok((None, None, false, 0));
+            return Ok(GenFrame::finished());
         }
         let iframe = gen + iframe_off;
         let fb = &b[iframe_off as usize..];
-        let (frame, _, _) = py.interp_frame_from_bytes(&fb[..(frame_size as usize).min(fb.len())])?;
+        let decoded = py.interp_frame_from_bytes(&fb[..(frame_size as usize).min(fb.len())])?;
         let executing = state == 0 && py.version.minor <= 14 || (py.version.minor >= 15 && state == 4);
         let tagged = py.version.at_least(3, 14) || py.free_threaded;
         let first = {
@@ -221,7 +246,13 @@ impl Asyncio<'_> {
             }
             _ => None,
         };
-        Ok((frame, yf.filter(|x| *x != 0 && Some(*x) != py.types.none), executing, first))
+        Ok(GenFrame {
+            point: decoded.frame.as_ref().map(|_| (decoded.code, decoded.offset)),
+            frame: decoded.frame,
+            awaited: yf.filter(|x| *x != 0 && Some(*x) != py.types.none),
+            running: executing,
+            first_local: first,
+        })
     }
 
     fn next_opcode(&self, code_bytes: u64, at: i64) -> MemResult<Option<u8>> {
@@ -282,7 +313,7 @@ impl Asyncio<'_> {
             return Ok(vec![]);
         }
         let raw = mem.read_vec(base, (top - base) as usize)?;
-        Ok(crate::attach::words(&raw).filter(|v| *v & 3 != 3 && *v > 0x1000).map(|v| v & !3).collect())
+        Ok(crate::source::words(&raw).filter(|v| *v & 3 != 3 && *v > 0x1000).map(|v| v & !3).collect())
     }
 
     pub(crate) fn code_field(&self) -> u64 {

@@ -19,6 +19,8 @@ pub struct Asyncio<'a> {
     pub off: AsyncioOffsets,
     /// type address -> kind, cached (types outlive snapshots)
     kinds: Mutex<HashMap<u64, ObjKind>>,
+    /// callbacks list address -> its callback objects (read once per snapshot)
+    callbacks: Mutex<HashMap<u64, std::sync::Arc<Vec<u64>>>>,
 }
 
 /// What an object is, as far as await chains and waits are concerned.
@@ -45,7 +47,7 @@ impl<'a> Asyncio<'a> {
             py.asyncio_debug_addr.and_then(|a| py.mem().read_vec(a, 104).ok()).and_then(|b| AsyncioDebug::parse(&b));
         let off =
             AsyncioOffsets::resolve(py.version, py.free_threaded, py.layout.as_ref(), debug, py.debug_offsets.as_ref());
-        Asyncio { py, off, kinds: Mutex::new(HashMap::default()) }
+        Asyncio { py, off, kinds: Mutex::new(HashMap::default()), callbacks: Mutex::new(HashMap::default()) }
     }
 
     /// Classify an object by its type (and its MRO for subclasses).

@@ -24,7 +24,7 @@ pub struct AsyncioDebug {
 
 impl AsyncioDebug {
     pub fn parse(b: &[u8]) -> Option<AsyncioDebug> {
-        let v: Vec<u64> = crate::attach::words(b).take(13).collect();
+        let v: Vec<u64> = crate::source::words(b).take(13).collect();
         if v.len() < 13 || v[0] == 0 || v[0] > 4096 || v[5] >= v[0] {
             return None;
         }

@@ -2,70 +2,82 @@
 //! (3.12–3.13), per-thread and per-interpreter linked lists plus the module state's sets (3.14+).
 
 use super::Asyncio;
-use crate::attach::{Buf, MemError, MemResult};
 use crate::runtime::threads::InterpInfo;
+use crate::source::{Buf, MemError, MemResult};
 use std::collections::HashSet;
 
 /// Most tasks enumerated per source (CPython's own reader stops at 65,536 list nodes; we go further).
 pub const MAX_TASKS: usize = 2_000_000;
 
+/// Task addresses found in an interpreter's registries.
+#[derive(Debug, Default)]
+pub struct FoundTasks {
+    pub tasks: Vec<u64>,
+    /// Registries (lists, sets) that could not be read, or only in part.
+    pub unreadable: u64,
+}
+
 impl Asyncio<'_> {
-    /// Addresses of all live tasks of an interpreter, each once, in discovery order.
-    pub fn task_addresses(&self, interp: &InterpInfo, tstates: &[u64]) -> MemResult<Vec<u64>> {
+    /// Addresses of all live tasks of an interpreter, each once, in discovery order. Each registry
+    /// is read on its own: with `tolerate`, one unreadable registry is counted and the others kept.
+    pub fn task_addresses(&self, interp: &InterpInfo, tstates: &[u64], tolerate: bool) -> MemResult<FoundTasks> {
         let py = self.py;
         let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        let mut add = |t: u64, out: &mut Vec<u64>| {
-            if t != 0 && seen.insert(t) {
-                out.push(t);
+        let mut found = FoundTasks::default();
+        let mut take = |r: MemResult<Vec<u64>>, found: &mut FoundTasks| -> MemResult<()> {
+            match r {
+                Ok(v) => {
+                    for t in v {
+                        if t != 0 && seen.insert(t) {
+                            found.tasks.push(t);
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) if e.is_fatal() || !tolerate => Err(e),
+                Err(_) => {
+                    found.unreadable += 1;
+                    Ok(())
+                }
             }
+        };
+        let module_sets = |module: &str, names: &[(&str, bool)]| -> MemResult<Vec<u64>> {
+            let mut out = Vec::new();
+            let Some(m) = py.find_module(interp.addr, module)? else { return Ok(out) };
+            let md = py.module_dict(m)?;
+            for (name, weak) in names {
+                let Some(obj) = py.dict_get(md, name)? else { continue };
+                out.extend(if *weak { self.weakset_members(obj)? } else { self.set_members(obj)? });
+            }
+            Ok(out)
         };
         if let Some(dbg) = self.off.debug {
             for ts in tstates {
-                for t in self.walk_llist(ts + dbg.thread_tasks_head, dbg.task_node)? {
-                    add(t, &mut out);
-                }
+                take(self.walk_llist(ts + dbg.thread_tasks_head, dbg.task_node), &mut found)?;
             }
-            for t in self.walk_llist(interp.addr + dbg.interp_tasks_head, dbg.task_node)? {
-                add(t, &mut out);
-            }
+            take(self.walk_llist(interp.addr + dbg.interp_tasks_head, dbg.task_node), &mut found)?;
             // Tasks that are not asyncio.Task subclasses live in the C module's state.
-            if let Some(m) = py.find_module(interp.addr, "_asyncio")? {
-                let state = py.mem().read_u64(m + self.off.md_state)?;
-                if state != 0 {
-                    let ws = py.mem().read_u64(state + 48)?;
-                    let eager = py.mem().read_u64(state + 56)?;
-                    for t in self.weakset_members(ws).unwrap_or_default() {
-                        add(t, &mut out);
-                    }
-                    for t in self.set_members(eager).unwrap_or_default() {
-                        add(t, &mut out);
+            let module_state = || -> MemResult<Vec<u64>> {
+                let mut out = Vec::new();
+                if let Some(m) = py.find_module(interp.addr, "_asyncio")? {
+                    let state = py.mem().read_u64(m + self.off.md_state)?;
+                    if state != 0 {
+                        out.extend(self.weakset_members(py.mem().read_u64(state + 48)?)?);
+                        out.extend(self.set_members(py.mem().read_u64(state + 56)?)?);
                     }
                 }
-            }
+                Ok(out)
+            };
+            take(module_state(), &mut found)?;
             // Pure-Python tasks (no `_asyncio`) register in asyncio.tasks' own sets.
-            if let Some(tasks_mod) = py.find_module(interp.addr, "asyncio.tasks")? {
-                let md = py.module_dict(tasks_mod)?;
-                for (name, weak) in [("_scheduled_tasks", true), ("_eager_tasks", false)] {
-                    let Some(obj) = py.dict_get(md, name)? else { continue };
-                    let members = if weak { self.weakset_members(obj) } else { self.set_members(obj) };
-                    for t in members.unwrap_or_default() {
-                        add(t, &mut out);
-                    }
-                }
-            }
-            return Ok(out);
+            take(module_sets("asyncio.tasks", &[("_scheduled_tasks", true), ("_eager_tasks", false)]), &mut found)?;
+            return Ok(found);
         }
-        let Some(tasks_mod) = py.find_module(interp.addr, "asyncio.tasks")? else { return Ok(out) };
-        let md = py.module_dict(tasks_mod)?;
-        for (name, weak) in [("_all_tasks", true), ("_scheduled_tasks", true), ("_eager_tasks", false)] {
-            let Some(obj) = py.dict_get(md, name)? else { continue };
-            let members = if weak { self.weakset_members(obj)? } else { self.set_members(obj)? };
-            for t in members {
-                add(t, &mut out);
-            }
-        }
-        Ok(out)
+        take(
+            module_sets("asyncio.tasks", &[("_all_tasks", true), ("_scheduled_tasks", true), ("_eager_tasks", false)]),
+            &mut found,
+        )?;
+        Ok(found)
     }
 
     /// Intrusive circular list `llist_node {next, prev}` whose nodes sit `node_off` into each task.

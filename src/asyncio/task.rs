@@ -3,7 +3,7 @@
 
 use super::coro::AwaitChain;
 use super::{Asyncio, ObjKind};
-use crate::attach::{Buf, MemResult};
+use crate::source::{Buf, MemResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FutState {
@@ -36,6 +36,17 @@ pub struct RawTask {
     /// 3.14+: tasks recorded in `fut_awaited_by`.
     pub awaited_by: Option<Vec<u64>>,
     pub python_task: bool,
+    /// Why part of the task (its await chain) could not be read.
+    pub error: Option<String>,
+}
+
+/// Follow a task's coroutine; an unreadable link keeps the task, with the error noted.
+fn chain_or_error(r: MemResult<AwaitChain>) -> MemResult<(AwaitChain, Option<String>)> {
+    match r {
+        Ok(c) => Ok((c, None)),
+        Err(e) if e.is_fatal() => Err(e),
+        Err(e) => Ok((AwaitChain::default(), Some(format!("await chain unreadable: {e}")))),
+    }
 }
 
 impl Asyncio<'_> {
@@ -59,8 +70,11 @@ impl Asyncio<'_> {
         let name = self.task_name(name_obj);
         let coro = b.u64_at(o.task_coro);
         let waiter = b.u64_at(o.task_fut_waiter);
-        let chain =
-            if coro != 0 && state == FutState::Pending { self.await_chain(coro)? } else { AwaitChain::default() };
+        let (chain, error) = if coro != 0 && state == FutState::Pending {
+            chain_or_error(self.await_chain(coro))?
+        } else {
+            (AwaitChain::default(), None)
+        };
         let awaited_by = match (o.fut_awaited_by, o.fut_awaited_by_is_set) {
             (Some(ab), Some(is_set)) => {
                 let v = b.u64_at(ab);
@@ -86,6 +100,7 @@ impl Asyncio<'_> {
             callbacks: if awaited_by.is_none() { self.future_callbacks(addr).unwrap_or_default() } else { Vec::new() },
             awaited_by,
             python_task: false,
+            error,
         })
     }
 
@@ -104,12 +119,15 @@ impl Asyncio<'_> {
         };
         let coro = attr("_coro");
         let waiter = attr("_fut_waiter");
-        let chain =
-            if coro != 0 && state == FutState::Pending { self.await_chain(coro)? } else { AwaitChain::default() };
+        let (chain, error) = if coro != 0 && state == FutState::Pending {
+            chain_or_error(self.await_chain(coro))?
+        } else {
+            (AwaitChain::default(), None)
+        };
         let mut callbacks = Vec::new();
         let cbs = attr("_callbacks");
         if cbs != 0 {
-            for item in py.read_sequence(cbs, false, 10_000).unwrap_or_default() {
+            for item in py.read_sequence_prefix(cbs, false, MAX_CALLBACKS).unwrap_or_default() {
                 if let Ok(pair) = py.read_sequence(item, true, 4) {
                     if let Some(cb) = pair.first() {
                         callbacks.push(*cb);
@@ -128,6 +146,7 @@ impl Asyncio<'_> {
             callbacks,
             awaited_by: None,
             python_task: true,
+            error,
         })
     }
 
@@ -144,6 +163,8 @@ impl Asyncio<'_> {
     }
 
     /// The callback objects registered on a C future: `fut_callback0` then `fut_callbacks[i][0]`.
+    /// A callbacks list is read once per snapshot (tasks may share one) and only its first
+    /// MAX_CALLBACKS entries: they serve to find TaskGroup parents, whose callback comes first.
     pub fn future_callbacks(&self, fut: u64) -> MemResult<Vec<u64>> {
         let py = self.py;
         let o = &self.off;
@@ -154,14 +175,24 @@ impl Asyncio<'_> {
         }
         let list = py.mem().read_u64(fut + o.fut_callbacks)?;
         if list != 0 && Some(list) != py.types.none {
-            for item in py.read_sequence(list, false, 100_000)? {
+            if let Some(cached) = crate::sync::lock(&self.callbacks).get(&list) {
+                out.extend(cached.iter().copied());
+                return Ok(out);
+            }
+            let mut cbs = Vec::new();
+            for item in py.read_sequence_prefix(list, false, MAX_CALLBACKS)? {
                 if let Ok(pair) = py.read_sequence(item, true, 4) {
                     if let Some(cb) = pair.first() {
-                        out.push(*cb);
+                        cbs.push(*cb);
                     }
                 }
             }
+            out.extend(cbs.iter().copied());
+            crate::sync::lock(&self.callbacks).insert(list, std::sync::Arc::new(cbs));
         }
         Ok(out)
     }
 }
+
+/// Callbacks looked at per future.
+pub const MAX_CALLBACKS: u64 = 256;

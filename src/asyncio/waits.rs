@@ -1,13 +1,10 @@
-//! Which asyncio locks each task holds (`async with lock:` keeps the lock's `__aexit__`, or from
+//! Which asyncio locks a task holds (`async with lock:` keeps the lock's `__aexit__`, or from
 //! 3.14 the lock itself, on the suspended coroutine's value stack) and which one it is acquiring.
 
-use super::task::FutState;
+use super::task::RawTask;
 use super::Asyncio;
-use crate::analysis::deadlock::{Actor, ActorId, LockRef};
-use crate::attach::MemResult;
 use crate::runtime::locks::{FrameValues, LockKind};
-use crate::runtime::threads::{InterpInfo, ThreadRecord};
-use std::collections::HashMap;
+use crate::runtime::thread_waits::{LockFacts, LockInfo, LockTable};
 
 impl Asyncio<'_> {
     /// Condition variables are held through their underlying lock: compare locks by that.
@@ -20,76 +17,49 @@ impl Asyncio<'_> {
         obj
     }
 
-    pub fn task_wait_facts(
-        &self,
-        interp: &InterpInfo,
-        records: &[(ThreadRecord, Option<i32>)],
-    ) -> MemResult<(Vec<Actor>, HashMap<u64, LockRef>)> {
+    /// Lock facts of one task from its already-read await chain.
+    pub fn task_lock_facts(&self, t: &RawTask, locks: &mut LockTable) -> LockFacts {
         let py = self.py;
-        let tstates: Vec<u64> = records.iter().map(|(r, _)| r.tstate).collect();
-        let mut actors = Vec::new();
-        let mut locks: HashMap<u64, LockRef> = HashMap::new();
-        for addr in self.task_addresses(interp, &tstates)? {
-            let Ok(t) = self.read_task(addr) else { continue };
-            if t.state != FutState::Pending {
-                continue;
-            }
-            let chain = &t.chain;
-            // Waiting: the innermost coroutine is an asyncio lock's acquire, `self` is the lock.
-            let mut waits_for = None;
-            if let (Some(f), Some(slf)) = (chain.frames.first(), chain.first_locals.first()) {
-                let func = f.function.rsplit('.').next().unwrap_or("");
-                if func == "acquire" && f.file.ends_with("locks.py") {
-                    if let Some(k) = py.lock_kind(*slf) {
-                        let l = self.normalize(k, *slf);
-                        waits_for = Some(l);
-                        locks.entry(l).or_insert_with(|| LockRef {
-                            kind: k.label().into(),
-                            address: format!("0x{l:x}"),
-                            name: None,
-                        });
-                    }
+        let chain = &t.chain;
+        let new_lock = |l: u64, kind: LockKind, locks: &mut LockTable| {
+            locks.entry(l).or_insert_with(|| LockInfo { kind, name: None, held: None, owner_ident: None });
+        };
+        // Waiting: the innermost coroutine is an asyncio lock's acquire, `self` is the lock.
+        let mut waits_for = None;
+        if let (Some(f), Some(slf)) = (chain.frames.first(), chain.first_locals.first()) {
+            let func = f.function.rsplit('.').next().unwrap_or("");
+            if func == "acquire" && f.file.ends_with("locks.py") {
+                if let Some(k) = py.lock_kind(*slf) {
+                    let l = self.normalize(k, *slf);
+                    waits_for = Some(l);
+                    new_lock(l, k, locks);
                 }
             }
-            let mut holds = Vec::new();
-            for (i, coro) in chain.coroutines.iter().enumerate() {
-                if i == 0 && waits_for.is_some() {
-                    continue; // the acquire frame itself
-                }
-                let Ok(values) = self.coro_stack_values(*coro) else { continue };
-                for v in values {
-                    let Some((k, obj)) = py.lock_held_by_with(v) else { continue };
-                    if k.is_thread() {
-                        continue;
-                    }
-                    let l = self.normalize(k, obj);
-                    if Some(l) != waits_for && !holds.contains(&l) {
-                        holds.push(l);
-                    }
-                    let name = self.lock_name(*coro, obj);
-                    let e = locks.entry(l).or_insert_with(|| LockRef {
-                        kind: k.label().into(),
-                        address: format!("0x{l:x}"),
-                        name: None,
-                    });
-                    if e.name.is_none() {
-                        e.name = name;
-                    }
-                }
-            }
-            let parked =
-                if waits_for.is_none() && t.fut_waiter.is_some() { Some("awaiting".to_string()) } else { None };
-            actors.push(Actor {
-                id: ActorId::Task(format!("0x{addr:x}")),
-                label: format!("task {} (0x{addr:x})", t.name),
-                waits_for,
-                holds,
-                parked,
-                frames: chain.frames.clone(),
-            });
         }
-        // Name locks whose holder frame did not reveal a name, from the waiting frames' callers.
-        Ok((actors, locks))
+        let mut holds = Vec::new();
+        for (i, coro) in chain.coroutines.iter().enumerate() {
+            if i == 0 && waits_for.is_some() {
+                continue; // the acquire frame itself
+            }
+            let Ok(values) = self.coro_stack_values(*coro) else { continue };
+            for v in values {
+                let Some((k, obj)) = py.lock_held_by_with(v) else { continue };
+                if k.is_thread() {
+                    continue;
+                }
+                let l = self.normalize(k, obj);
+                if Some(l) != waits_for && !holds.contains(&l) {
+                    holds.push(l);
+                }
+                new_lock(l, k, locks);
+                if let Some(e) = locks.get_mut(&l) {
+                    if e.name.is_none() {
+                        e.name = self.lock_name(*coro, obj);
+                    }
+                }
+            }
+        }
+        LockFacts { waits_for, holds }
     }
 
     /// A name for a lock seen from a coroutine's frame: a local, `self.<attr>`, or a module global.

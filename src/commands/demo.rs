@@ -2,11 +2,15 @@
 //! it is parked, dump it, and always stop it (normal exit, error, Ctrl-C).
 
 use super::dump::{run, DumpOptions};
-use crate::attach::pause;
 use crate::error::{Error, Result};
+use crate::source::pause;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+fn live(pid: i32) -> super::origin::Origin {
+    super::origin::Origin::Live { pid, blocking: false, pause_ms: 200 }
+}
 
 const FIXTURE: &str = include_str!("../../fixtures/asyncio_service.py");
 
@@ -70,7 +74,7 @@ pub fn run_demo(python: &str, json: bool) -> Result<super::Output> {
     use std::io::IsTerminal;
     let interactive = !json && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     let out = if interactive {
-        crate::tui::runner::run(&crate::tui::runner::TopOptions {
+        super::top::run(&crate::tui::runner::TopOptions {
             color: std::env::var_os("NO_COLOR").map(|v| v.is_empty()).unwrap_or(true),
             pid,
             rate: 100.0,
@@ -78,10 +82,10 @@ pub fn run_demo(python: &str, json: bool) -> Result<super::Output> {
             replay: None,
         })
     } else if json {
-        run(&DumpOptions { pid, json, blocking: false })
+        run(&DumpOptions { origin: live(pid), json })
     } else {
         // Threads, then the task tree: the two views the demo is about.
-        match (run(&DumpOptions { pid, json, blocking: false }), super::tasks::pstree(pid, false, false)) {
+        match (run(&DumpOptions { origin: live(pid), json }), super::tasks::pstree(&live(pid), false)) {
             (Ok(super::Output::Text(a)), Ok(super::Output::Text(b))) => {
                 Ok(super::Output::Text(format!("{a}\nasyncio tasks by awaited-by (taskspy pstree {pid}):\n{b}")))
             }

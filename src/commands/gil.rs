@@ -3,12 +3,11 @@
 
 use super::Output;
 use crate::analysis::gil::{GilReport, GilStats, ThreadSample};
-use crate::attach::{self, pause};
 use crate::error::Result;
 use crate::render::escape::escape;
-use crate::runtime::threads::os_thread_state;
 use crate::runtime::PyProcess;
 use crate::snapshot;
+use crate::source::{self, os::clock_ticks_per_second, pause};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -20,26 +19,9 @@ pub struct GilOptions {
     pub json: bool,
 }
 
-/// utime + stime of each thread, in clock ticks.
-pub fn cpu_ticks(pid: i32) -> HashMap<i32, u64> {
-    let mut out = HashMap::new();
-    for tid in crate::runtime::threads::os_thread_ids(pid) {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
-            if let Some((_, rest)) = s.rsplit_once(')') {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                // fields after ')' start at field 3 (state); utime is field 14, stime 15.
-                if let (Some(u), Some(st)) = (f.get(11), f.get(12)) {
-                    out.insert(tid, u.parse::<u64>().unwrap_or(0) + st.parse::<u64>().unwrap_or(0));
-                }
-            }
-        }
-    }
-    out
-}
-
 pub fn run(opts: &GilOptions) -> Result<Output> {
     pause::install_interrupt_handler();
-    let py = PyProcess::open(attach::attach(opts.pid)?)?;
+    let py = PyProcess::open(source::attach(opts.pid)?)?;
     let first = snapshot::capture(&py)?;
     let mut names: HashMap<i32, Option<String>> =
         first.threads.iter().filter_map(|t| Some((t.tid?, t.name.clone()))).collect();
@@ -48,7 +30,7 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
 
     let rate = opts.rate.clamp(1.0, 100_000.0);
     let period = Duration::from_secs_f64(1.0 / rate);
-    let cpu0 = cpu_ticks(opts.pid);
+    let cpu0 = py.os.cpu_ticks();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(opts.duration.max(0.01));
     let mut next = start;
@@ -58,7 +40,7 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
     while Instant::now() < end && !pause::interrupted() {
         match sample(&py, &tid_by_ident, current_is_global) {
             Ok((held, sw, threads)) => stats.add(held, sw, &threads),
-            Err(crate::attach::MemError::Exited) => break,
+            Err(crate::source::MemError::Exited) => break,
             Err(_) => errors += 1,
         }
         next += period;
@@ -70,8 +52,8 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu1 = cpu_ticks(opts.pid);
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu1 = py.os.cpu_ticks();
+    let hz = clock_ticks_per_second();
     let cpu: HashMap<i32, f64> = cpu1
         .iter()
         .map(|(tid, t1)| (*tid, (*t1 - cpu0.get(tid).copied().unwrap_or(*t1).min(*t1)) as f64 / hz / elapsed * 100.0))
@@ -101,7 +83,7 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
 
 type Sample = (bool, Option<u64>, Vec<ThreadSample>);
 
-fn sample(py: &PyProcess, tid_by_ident: &HashMap<u64, i32>, _global: bool) -> Result<Sample, crate::attach::MemError> {
+fn sample(py: &PyProcess, tid_by_ident: &HashMap<u64, i32>, _global: bool) -> Result<Sample, crate::source::MemError> {
     let interps = py.interpreters()?;
     let current = py.tstate_current()?;
     let mut held = false;
@@ -115,7 +97,7 @@ fn sample(py: &PyProcess, tid_by_ident: &HashMap<u64, i32>, _global: bool) -> Re
         for rec in py.threads_of(interp, current)? {
             let Some(tid) = rec.native_tid.or_else(|| tid_by_ident.get(&rec.ident).copied()) else { continue };
             let waiting = !rec.holds_gil
-                && (rec.gil_requested || interp.is_gil_futex(os_thread_state(py.pid, tid).futex_addr, py.off.gil_size));
+                && (rec.gil_requested || interp.is_gil_futex(py.os.thread_state(tid).futex_addr, py.off.gil_size));
             let stack = if rec.holds_gil { py.walk_frames(rec.top_frame).ok().map(|s| s.frames) } else { None };
             out.push(ThreadSample { tid, holds_gil: rec.holds_gil, waiting_gil: waiting, stack });
         }

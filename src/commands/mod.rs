@@ -1,5 +1,5 @@
-//! Subcommand implementations: each turns parsed arguments into output using the pipeline.
-//! They return `Result` and never exit the process themselves.
+//! commands: each subcommand turns parsed arguments into output through the pipeline (origin →
+//! snapshot → analysis → render). They return `Result` and never exit the process themselves.
 
 pub mod color;
 pub mod completions;
@@ -8,21 +8,38 @@ pub mod demo;
 pub mod dump;
 pub mod gil;
 pub mod manpage;
+pub mod origin;
 pub mod tasks;
+pub mod top;
 
-use crate::snapshot::Snapshot;
+use crate::model::Snapshot;
 
 /// What a command produces; JSON is streamed to stdout rather than built as one big string.
 pub enum Output {
     Text(String),
     Snapshot(Box<Snapshot>),
+    /// A series: one compact JSON document per line.
+    Snapshots(Vec<Snapshot>),
     Json(serde_json::Value),
+    /// `ps --json`, written as it is serialized.
+    Ps(Box<Snapshot>),
     /// Output plus a non-zero exit code that is not an error (e.g. deadlocks found: 3).
     WithCode(Box<Output>, i32),
 }
 
+fn write_json<T: serde::Serialize + ?Sized>(w: &mut dyn std::io::Write, v: &T, pretty: bool) -> std::io::Result<()> {
+    if pretty {
+        serde_json::to_writer_pretty(&mut *w, v)?;
+    } else {
+        serde_json::to_writer(&mut *w, v)?;
+    }
+    w.write_all(b"\n")
+}
+
 impl Output {
     pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        // Pretty JSON for people at a terminal, compact JSON for pipes and files (half the size).
+        let pretty = pretty();
         match self {
             Output::Text(t) => {
                 w.write_all(t.as_bytes())?;
@@ -30,23 +47,14 @@ impl Output {
                     w.write_all(b"\n")?;
                 }
             }
-            // Pretty JSON for people at a terminal, compact JSON for pipes and files (half the size).
-            Output::Snapshot(s) => {
-                if pretty() {
-                    serde_json::to_writer_pretty(&mut *w, s.as_ref())?;
-                } else {
-                    serde_json::to_writer(&mut *w, s.as_ref())?;
+            Output::Snapshot(s) => write_json(w, s.as_ref(), pretty)?,
+            Output::Snapshots(v) => {
+                for s in v {
+                    write_json(w, s, false)?;
                 }
-                w.write_all(b"\n")?;
             }
-            Output::Json(v) => {
-                if pretty() {
-                    serde_json::to_writer_pretty(&mut *w, v)?;
-                } else {
-                    serde_json::to_writer(&mut *w, v)?;
-                }
-                w.write_all(b"\n")?;
-            }
+            Output::Json(v) => write_json(w, v, pretty)?,
+            Output::Ps(s) => write_json(w, &crate::render::tasks::PsJson(s), pretty)?,
             Output::WithCode(o, _) => o.write_to(w)?,
         }
         w.flush()

@@ -1,15 +1,16 @@
 //! `taskspy ps` and `taskspy pstree`: asyncio task table and awaited-by tree, text or JSON.
 //! Rendering lives in render::tasks; this module only wires snapshot → view → output.
 
-use super::dump::take_snapshot;
+use super::origin::{self, Origin};
 use super::Output;
 use crate::analysis::tree;
 use crate::error::Result;
 use crate::render::tasks;
+use crate::snapshot::CaptureOptions;
 use serde_json::json;
 
-pub fn ps(pid: i32, as_json: bool, blocking: bool) -> Result<Output> {
-    let snap = take_snapshot(pid, blocking)?;
+pub fn ps(origin: &Origin, as_json: bool) -> Result<Output> {
+    let snap = origin::snapshot(origin, CaptureOptions::default())?;
     if !as_json {
         let text = tasks::ps_text(&snap);
         // At a terminal the 180-column table is cut to the window; pipes get full rows.
@@ -21,21 +22,11 @@ pub fn ps(pid: i32, as_json: bool, blocking: bool) -> Result<Output> {
         }
         return Ok(Output::Text(text));
     }
-    let rows: Vec<_> = tasks::ps_rows(&snap)
-        .into_iter()
-        .map(|r| {
-            json!({ "tid": r[0].parse::<i64>().ok(), "task_id": r[1], "task_name": r[2], "coroutine_stack": r[3],
-                    "awaiter_chain": r[4], "awaiter_name": r[5], "awaiter_id": r[6] })
-        })
-        .collect();
-    Ok(Output::Json(json!({
-        "schema": "taskspy-ps/1", "pid": snap.pid, "captured_at": snap.captured_at,
-        "python": snap.python, "rows": rows, "tasks": snap.tasks,
-    })))
+    Ok(Output::Ps(Box::new(snap)))
 }
 
-pub fn pstree(pid: i32, as_json: bool, blocking: bool) -> Result<Output> {
-    let snap = take_snapshot(pid, blocking)?;
+pub fn pstree(origin: &Origin, as_json: bool) -> Result<Output> {
+    let snap = origin::snapshot(origin, CaptureOptions::default())?;
     let t = tree::build(&snap.tasks);
     if !as_json {
         let text = tasks::pstree_text(&snap, &t);

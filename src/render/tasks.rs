@@ -3,7 +3,7 @@
 
 use super::escape::escape;
 use crate::analysis::tree::{TaskTree, TreeNode};
-use crate::snapshot::{Snapshot, TaskSnap};
+use crate::model::{Snapshot, TaskSnap};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -11,14 +11,17 @@ fn stack_names(t: &TaskSnap) -> String {
     t.coroutine_stack.iter().map(|f| &*f.function).collect::<Vec<_>>().join(" -> ")
 }
 
-/// One row per (task, awaiter), like CPython 3.14's `asyncio ps`. Values are exact (for JSON);
-/// `ps_text` escapes them for the terminal.
-pub fn ps_rows(s: &Snapshot) -> Vec<[String; 7]> {
+/// One row per (task, awaiter), like CPython 3.14's `asyncio ps`, produced one at a time (a
+/// 200,000-task table is never held whole). Values are exact (for JSON); `ps_text` escapes them.
+pub fn ps_rows(s: &Snapshot) -> impl Iterator<Item = [String; 7]> + '_ {
     let by_id: HashMap<&str, &TaskSnap> = s.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
-    let mut rows = Vec::new();
-    for t in &s.tasks {
+    s.tasks.iter().flat_map(move |t| {
         let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
-        let stack = stack_names(t);
+        let stack = match &t.error {
+            Some(e) => format!("<unreadable: {e}>"),
+            None => stack_names(t),
+        };
+        let mut rows = Vec::with_capacity(t.awaited_by.len().max(1));
         if t.awaited_by.is_empty() {
             rows.push([
                 tid.clone(),
@@ -37,8 +40,54 @@ pub fn ps_rows(s: &Snapshot) -> Vec<[String; 7]> {
             };
             rows.push([tid.clone(), t.id.clone(), t.name.clone(), stack.clone(), chain, pname, p.clone()]);
         }
+        rows
+    })
+}
+
+/// `ps --json`: the rows and the tasks, serialized as they are produced.
+pub struct PsJson<'a>(pub &'a Snapshot);
+
+struct PsRows<'a>(&'a Snapshot);
+
+impl serde::Serialize for PsRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Row {
+            tid: Option<i64>,
+            task_id: String,
+            task_name: String,
+            coroutine_stack: String,
+            awaiter_chain: String,
+            awaiter_name: String,
+            awaiter_id: String,
+        }
+        ser.collect_seq(ps_rows(self.0).map(
+            |[tid, task_id, task_name, coroutine_stack, awaiter_chain, awaiter_name, awaiter_id]| Row {
+                tid: tid.parse().ok(),
+                task_id,
+                task_name,
+                coroutine_stack,
+                awaiter_chain,
+                awaiter_name,
+                awaiter_id,
+            },
+        ))
     }
-    rows
+}
+
+impl serde::Serialize for PsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let s = self.0;
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("schema", "taskspy-ps/1")?;
+        m.serialize_entry("pid", &s.pid)?;
+        m.serialize_entry("captured_at", &s.captured_at)?;
+        m.serialize_entry("python", &s.python)?;
+        m.serialize_entry("rows", &PsRows(s))?;
+        m.serialize_entry("tasks", &s.tasks)?;
+        m.end()
+    }
 }
 
 pub fn ps_text(s: &Snapshot) -> String {
@@ -99,6 +148,9 @@ fn render_node(o: &mut String, root: &TreeNode) {
             mark.push_str("  ↺ cycle: already on this path");
         } else if n.shown_elsewhere {
             mark.push_str("  (shown above)");
+        }
+        if let Some(e) = &n.error {
+            mark.push_str(&format!("  [unreadable: {}]", escape(e)));
         }
         let _ = writeln!(o, "{prefix}{branch}(T) {}{mark}", escape(&n.name));
         let mut pref = prefix.clone() + if last { "    " } else { "│   " };

@@ -3,7 +3,7 @@
 
 use super::linetable::{self, LineTableKind};
 use super::PyProcess;
-use crate::attach::{Buf, MemError, MemResult};
+use crate::source::{Buf, MemError, MemResult};
 use std::sync::Arc;
 
 /// Largest line table we accept (CPython's biggest stdlib functions need a few KiB).
@@ -21,6 +21,8 @@ pub struct CodeInfo {
     /// 3.11+: number of locals+cells+frees; the value stack starts right after them.
     pub nlocalsplus: Option<i64>,
     pub stacksize: Option<i64>,
+    /// Names of the locals, read on first use (lock naming).
+    pub local_names: std::sync::OnceLock<Arc<[String]>>,
     /// Recently asked (address, line) pairs: thousands of tasks suspend at the same few places.
     memo: std::sync::Mutex<Vec<(i64, Option<i64>)>>,
 }
@@ -102,6 +104,7 @@ impl PyProcess {
             firsttraceable,
             nlocalsplus: o.code_nlocalsplus.map(|f| b.i32_at(f) as i64).filter(|n| (0..1 << 16).contains(n)),
             stacksize: o.code_stacksize.map(|f| b.i32_at(f) as i64).filter(|n| (0..1 << 16).contains(n)),
+            local_names: std::sync::OnceLock::new(),
             memo: std::sync::Mutex::new(Vec::new()),
         })
     }

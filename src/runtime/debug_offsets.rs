@@ -1,7 +1,7 @@
 //! CPython 3.13+ `_Py_DebugOffsets`: the runtime's own table of struct offsets, read from the
 //! start of `_PyRuntime`. The field order per minor version is data here; values come from the target.
 
-use crate::attach::{Buf, MemResult, Memory};
+use crate::source::{Buf, MemResult, Memory};
 use std::collections::HashMap;
 
 pub const COOKIE: &[u8; 8] = b"xdebugpy";

@@ -3,20 +3,21 @@
 
 use super::offsets::FrameOffsets;
 use super::PyProcess;
-use crate::attach::{Buf, MemError, MemResult};
-use serde::{Deserialize, Serialize};
+pub use crate::model::Frame;
+use crate::source::{Buf, MemError, MemResult};
 use std::collections::HashSet;
 
 /// Deepest stack we walk; deeper chains are cut and flagged (CPython's own default limit is 1000).
 pub const MAX_DEPTH: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Frame {
-    /// Shared with the code-object cache: cloning a frame does not copy strings.
-    pub function: std::sync::Arc<str>,
-    pub file: std::sync::Arc<str>,
-    /// 0 when the location has no line ("no location" entries).
-    pub line: i64,
+/// A decoded `_PyInterpreterFrame`: the Python frame (None for shims), its link, its code object
+/// and the instruction offset (code units) it is at.
+#[derive(Debug, Clone)]
+pub struct InterpFrame {
+    pub frame: Option<Frame>,
+    pub previous: u64,
+    pub code: u64,
+    pub offset: i64,
 }
 
 /// A decoded `PyFrameObject` with the raw copy it came from.
@@ -36,10 +37,24 @@ pub struct Stack {
     pub raw: Vec<(u64, u64)>,
     /// The chain was longer than MAX_DEPTH.
     pub truncated: bool,
+    /// The walk stopped at an unreadable or looping frame; `frames` holds what came before it.
+    pub error: Option<MemError>,
+}
+
+impl Stack {
+    /// Record why the walk stopped; fatal errors (target gone, Ctrl-C, deadline) end the whole read.
+    fn stop(&mut self, e: MemError) -> MemResult<()> {
+        if e.is_fatal() {
+            return Err(e);
+        }
+        self.error = Some(e);
+        Ok(())
+    }
 }
 
 impl PyProcess {
-    /// Python frames innermost first, starting from a thread's top frame pointer.
+    /// Python frames innermost first, starting from a thread's top frame pointer. A bad link ends
+    /// the walk with `Stack::error` set and the frames read so far kept.
     pub fn walk_frames(&self, top: u64) -> MemResult<Stack> {
         match &self.off.frame {
             FrameOffsets::Object { .. } => self.walk_frame_objects(top),
@@ -79,9 +94,16 @@ impl PyProcess {
                 break;
             }
             if !seen.insert(addr) {
-                return Err(MemError::Other(format!("frame chain loops at 0x{addr:x}")));
+                stack.stop(MemError::Other(format!("frame chain loops at 0x{addr:x}")))?;
+                break;
             }
-            let f = self.frame_object(addr)?;
+            let f = match self.frame_object(addr) {
+                Ok(f) => f,
+                Err(e) => {
+                    stack.stop(e)?;
+                    break;
+                }
+            };
             stack.frames.push(f.frame);
             stack.raw.push((addr, f.code));
             addr = f.back;
@@ -89,13 +111,8 @@ impl PyProcess {
         Ok(stack)
     }
 
-    /// Decode one interpreter frame; `None` for entry/shim or incomplete frames that are not Python code.
-    pub fn interp_frame(&self, addr: u64) -> MemResult<(Option<Frame>, u64)> {
-        self.interp_frame_code(addr).map(|(f, p, _)| (f, p))
-    }
-
-    /// As `interp_frame`, also returning the code object address.
-    pub fn interp_frame_code(&self, addr: u64) -> MemResult<(Option<Frame>, u64, u64)> {
+    /// Decode one interpreter frame; `frame` is `None` for entry/shim or incomplete frames.
+    pub fn interp_frame_code(&self, addr: u64) -> MemResult<InterpFrame> {
         let FrameOffsets::Interp { size, .. } = self.off.frame else {
             return Err(MemError::Other("not an interpreter-frame layout".into()));
         };
@@ -106,7 +123,7 @@ impl PyProcess {
     }
 
     /// Decode an interpreter frame already copied from the target (e.g. embedded in a coroutine).
-    pub fn interp_frame_from_bytes(&self, b: &[u8]) -> MemResult<(Option<Frame>, u64, u64)> {
+    pub fn interp_frame_from_bytes(&self, b: &[u8]) -> MemResult<InterpFrame> {
         let FrameOffsets::Interp {
             code,
             previous,
@@ -123,15 +140,16 @@ impl PyProcess {
         };
         let prev = b.u64_at(previous);
         let own = b.u8_at(owner);
+        let none = InterpFrame { frame: None, previous: prev, code: 0, offset: 0 };
         if skip_owners.contains(&own) {
-            return Ok((None, prev, 0));
+            return Ok(none);
         }
         let mut code_addr = b.u64_at(code);
         if tagged {
             code_addr &= !3;
         }
         if code_addr == 0 || Some(code_addr) == self.types.none {
-            return Ok((None, prev, 0));
+            return Ok(none);
         }
         let info = self.code_info(code_addr)?;
         let base = self.bytecode_base(code_addr, tlbc_index.map(|o| b.i32_at(o)))?;
@@ -140,12 +158,17 @@ impl PyProcess {
         if own != generator_owner {
             if let Some(ft) = info.firsttraceable {
                 if idx < ft {
-                    return Ok((None, prev, 0)); // still being set up (before RESUME): CPython hides these too
+                    return Ok(none); // still being set up (before RESUME): CPython hides these too
                 }
             }
         }
         let line = info.line(idx).unwrap_or(0);
-        Ok((Some(Frame { function: info.function_arc(), file: info.filename.clone(), line }), prev, code_addr))
+        Ok(InterpFrame {
+            frame: Some(Frame { function: info.function_arc(), file: info.filename.clone(), line }),
+            previous: prev,
+            code: code_addr,
+            offset: idx,
+        })
     }
 
     /// Start of the bytecode a frame executes: `co_code_adaptive`, or in free-threaded 3.14+ the
@@ -177,9 +200,16 @@ impl PyProcess {
                 break;
             }
             if !seen.insert(addr) {
-                return Err(MemError::Other(format!("frame chain loops at 0x{addr:x}")));
+                stack.stop(MemError::Other(format!("frame chain loops at 0x{addr:x}")))?;
+                break;
             }
-            let (frame, prev, code) = self.interp_frame_code(addr)?;
+            let (frame, prev, code) = match self.interp_frame_code(addr) {
+                Ok(d) => (d.frame, d.previous, d.code),
+                Err(e) => {
+                    stack.stop(e)?;
+                    break;
+                }
+            };
             if let Some(f) = frame {
                 if stack.frames.len() >= MAX_DEPTH {
                     stack.truncated = true;

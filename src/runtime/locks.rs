@@ -3,7 +3,7 @@
 
 use super::offsets::FrameOffsets;
 use super::PyProcess;
-use crate::attach::{words, MemResult};
+use crate::source::{words, MemResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
@@ -42,10 +42,11 @@ pub struct ThreadLockState {
     pub contended: bool,
 }
 
-/// Values in a frame: its locals (with names where known) and its evaluation stack.
+/// Values in a frame: its locals (slot index and value; `names` per slot) and its evaluation stack.
 #[derive(Debug, Clone, Default)]
 pub struct FrameValues {
-    pub locals: Vec<(Option<String>, u64)>,
+    pub names: std::sync::Arc<[String]>,
+    pub locals: Vec<(usize, u64)>,
     pub stack: Vec<u64>,
     pub globals: u64,
 }
@@ -105,6 +106,19 @@ impl PyProcess {
 
     pub fn lock_kind(&self, obj: u64) -> Option<LockKind> {
         let ty = self.ob_type(obj).ok()?;
+        // Scans of fat frames ask this for every value: classify each type once.
+        if let Some(k) = crate::sync::lock(&self.lock_kinds).get(&ty) {
+            return *k;
+        }
+        let k = self.lock_kind_of_type(ty);
+        let mut cache = crate::sync::lock(&self.lock_kinds);
+        if cache.len() < 100_000 {
+            cache.insert(ty, k);
+        }
+        k
+    }
+
+    fn lock_kind_of_type(&self, ty: u64) -> Option<LockKind> {
         let name = self.type_name(ty).ok()?;
         match name.as_str() {
             "_thread.lock" => return Some(LockKind::ThreadLock),
@@ -159,17 +173,24 @@ impl PyProcess {
         }
     }
 
-    /// Names of a code object's locals (`co_localsplusnames` 3.11+, `co_varnames` before).
-    pub fn local_names(&self, code: u64) -> Vec<String> {
-        let field = if self.version.at_least(3, 11) { "co_localsplusnames" } else { "co_varnames" };
-        let default = if self.version.at_least(3, 11) { 96 } else { 72 } + self.off.head;
-        let off = self.layout.as_ref().and_then(|l| l.field("PyCodeObject", field)).unwrap_or(default);
-        let Ok(t) = self.mem().read_u64(code + off) else { return vec![] };
-        self.read_sequence(t, true, 4096)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| self.read_str_max(p, 256).unwrap_or_default())
-            .collect()
+    /// Names of a code object's locals (`co_localsplusnames` 3.11+, `co_varnames` before), read
+    /// once per code object.
+    pub fn local_names(&self, code: u64) -> std::sync::Arc<[String]> {
+        let Ok(info) = self.code_info(code) else { return std::sync::Arc::from(Vec::new()) };
+        info.local_names
+            .get_or_init(|| {
+                let field = if self.version.at_least(3, 11) { "co_localsplusnames" } else { "co_varnames" };
+                let default = if self.version.at_least(3, 11) { 96 } else { 72 } + self.off.head;
+                let off = self.layout.as_ref().and_then(|l| l.field("PyCodeObject", field)).unwrap_or(default);
+                let Ok(t) = self.mem().read_u64(code + off) else { return std::sync::Arc::from(Vec::new()) };
+                self.read_sequence(t, true, 4096)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| self.read_str_max(p, 256).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .into()
+            })
+            .clone()
     }
 
     /// Locals and value stack of a thread frame. The innermost frame's stack top is not saved by
@@ -178,9 +199,8 @@ impl PyProcess {
     pub fn frame_values(&self, frame: u64, code: u64, innermost: bool) -> MemResult<FrameValues> {
         let m = self.mem();
         let info = self.code_info(code)?;
-        let names = self.local_names(code);
         let lay = |st: &str, f: &str| self.layout.as_ref().and_then(|l| l.field(st, f));
-        let mut out = FrameValues::default();
+        let mut out = FrameValues { names: self.local_names(code), ..Default::default() };
         match self.off.frame {
             FrameOffsets::Object { .. } => {
                 let lp = frame
@@ -189,9 +209,7 @@ impl PyProcess {
                 out.globals = m.read_u64(frame + lay("PyFrameObject", "f_globals").unwrap_or(48))?;
                 let nloc = if vs > lp { ((vs - lp) / 8).min(MAX_SLOTS) } else { 0 };
                 let locals = m.read_vec(lp, nloc as usize * 8)?;
-                for (i, v) in words(&locals).enumerate() {
-                    out.locals.push((names.get(i).cloned(), v));
-                }
+                out.locals.extend(words(&locals).enumerate());
                 let stacksize = lay("PyCodeObject", "co_stacksize")
                     .map(|o| m.read_i32(code + o).unwrap_or(0))
                     .unwrap_or(0)
@@ -214,9 +232,7 @@ impl PyProcess {
                 let nlp = info.nlocalsplus.unwrap_or(0).clamp(0, MAX_SLOTS as i64) as u64;
                 let base = frame + localsplus;
                 let locals = m.read_vec(base, nlp as usize * 8)?;
-                for (i, v) in words(&locals).enumerate() {
-                    out.locals.push((names.get(i).cloned(), if tagged { v & !3 } else { v }));
-                }
+                out.locals.extend(words(&locals).map(|v| if tagged { v & !3 } else { v }).enumerate());
                 let sbase = base + 8 * nlp;
                 let stacksize = info.stacksize.unwrap_or(0).clamp(0, MAX_SLOTS as i64) as u64;
                 let end = match stack {
@@ -239,15 +255,15 @@ impl PyProcess {
 
     /// A name for `obj` as seen from a frame: a local, an attribute of `self`, or a module global.
     pub fn name_for(&self, obj: u64, fv: &FrameValues) -> Option<String> {
-        for (n, v) in &fv.locals {
+        for (i, v) in &fv.locals {
             if *v == obj {
-                if let Some(n) = n {
+                if let Some(n) = fv.names.get(*i) {
                     return Some(n.clone());
                 }
             }
         }
-        if let Some((Some(first), slf)) = fv.locals.first() {
-            if first == "self" {
+        if let Some((0, slf)) = fv.locals.first() {
+            if fv.names.first().map(String::as_str) == Some("self") {
                 if let Ok(Some(store)) = self.instance_attrs(*slf) {
                     let items = match store {
                         super::objects::AttrStore::Dict(d) => self.dict_items(d).unwrap_or_default(),

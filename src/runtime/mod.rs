@@ -14,8 +14,8 @@ pub mod thread_waits;
 pub mod threads;
 pub mod version;
 
-use crate::attach::{process::mem_error, MemError, Memory, Target};
 use crate::error::{Error, Result};
+use crate::source::{target::mem_error, MemError, Memory, Target};
 use offsets::Offsets;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,7 @@ pub struct TypeAddrs {
 pub struct PyProcess {
     pub pid: i32,
     /// Target memory behind a snapshot-scoped page cache (see `begin_snapshot`).
-    pub mem: Arc<crate::attach::cache::CachedMemory>,
+    pub mem: Arc<crate::source::cache::CachedMemory>,
     pub off: Offsets,
     pub version: PyVersion,
     pub free_threaded: bool,
@@ -60,6 +60,10 @@ pub struct PyProcess {
     pub asyncio_debug_addr: Option<u64>,
     code_cache: Mutex<HashMap<u64, Arc<code::CodeInfo>>>,
     type_name_cache: Mutex<HashMap<u64, String>>,
+    /// Type address -> what kind of lock its instances are (if any).
+    lock_kinds: Mutex<HashMap<u64, Option<locks::LockKind>>>,
+    /// Kernel view of the target's threads (live /proc or a core's notes).
+    pub os: Arc<dyn crate::source::os::OsView>,
 }
 
 pub const MIN_MINOR: u32 = 8;
@@ -132,7 +136,7 @@ impl PyProcess {
         let library = if target.python.path != target.exe { Some(target.python.path.clone()) } else { None };
         Ok(PyProcess {
             pid,
-            mem: Arc::new(crate::attach::cache::CachedMemory::new(target.mem.clone())),
+            mem: Arc::new(crate::source::cache::CachedMemory::new(target.mem.clone())),
             off,
             version,
             free_threaded,
@@ -145,6 +149,8 @@ impl PyProcess {
             asyncio_debug_addr,
             code_cache: Mutex::new(HashMap::new()),
             type_name_cache: Mutex::new(HashMap::new()),
+            lock_kinds: Mutex::new(HashMap::new()),
+            os: target.os.clone(),
         })
     }
 
@@ -177,10 +183,11 @@ impl PyProcess {
         runtime_addr: u64,
         types: TypeAddrs,
         executable: String,
+        os: Arc<dyn crate::source::os::OsView>,
     ) -> PyProcess {
         PyProcess {
             pid,
-            mem: Arc::new(crate::attach::cache::CachedMemory::new(mem)),
+            mem: Arc::new(crate::source::cache::CachedMemory::new(mem)),
             version: off.version,
             free_threaded: off.free_threaded,
             off,
@@ -193,6 +200,8 @@ impl PyProcess {
             asyncio_debug_addr: None,
             code_cache: Mutex::new(HashMap::new()),
             type_name_cache: Mutex::new(HashMap::new()),
+            lock_kinds: Mutex::new(HashMap::new()),
+            os,
         }
     }
 }

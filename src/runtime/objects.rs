@@ -3,7 +3,7 @@
 
 use super::offsets::DictKeysOffsets;
 use super::PyProcess;
-use crate::attach::{Buf, MemError, MemResult};
+use crate::source::{Buf, MemError, MemResult};
 
 /// Longest string we decode (names, file names); longer ones are cut and marked with "…".
 pub const MAX_STR_CHARS: u64 = 4096;
@@ -163,7 +163,20 @@ impl PyProcess {
         let items =
             if is_tuple { addr + self.off.tuple_item } else { self.mem().read_u64(addr + self.off.list_item)? };
         let raw = self.mem().read_vec(items, size as usize * 8)?;
-        Ok(crate::attach::words(&raw).collect())
+        Ok(crate::source::words(&raw).collect())
+    }
+
+    /// The first `max` items of a tuple or list, however long it is.
+    pub fn read_sequence_prefix(&self, addr: u64, is_tuple: bool, max: u64) -> MemResult<Vec<u64>> {
+        let size = self.mem().read_i64(addr + self.off.ob_size)?;
+        if size < 0 || size > 1 << 40 {
+            return Err(bad(addr));
+        }
+        let n = (size as u64).min(max);
+        let items =
+            if is_tuple { addr + self.off.tuple_item } else { self.mem().read_u64(addr + self.off.list_item)? };
+        let raw = self.mem().read_vec(items, n as usize * 8)?;
+        Ok(crate::source::words(&raw).collect())
     }
 
     /// (key, value) pairs of a dict object.

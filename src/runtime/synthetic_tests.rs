@@ -5,8 +5,8 @@ use super::debug_offsets::DebugOffsets;
 use super::offsets::Offsets;
 use super::version::PyVersion;
 use super::{PyProcess, TypeAddrs};
-use crate::attach::{MemError, SyntheticMemory};
 use crate::snapshot;
+use crate::source::{MemError, SyntheticMemory};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -172,6 +172,7 @@ fn reader(img: Image, runtime: u64) -> PyProcess {
         runtime,
         types,
         "/synthetic/python3.14t".into(),
+        Arc::new(crate::source::os::StaticOs::sleeping(&[std::process::id() as i32])),
     )
 }
 
@@ -253,11 +254,15 @@ fn cyclic_frame_chain_is_an_error_not_a_hang() {
         b.img.u64(f + 8, next);
     }
     let py = reader(b.img, b.runtime);
-    let err = py.walk_frames(f1).unwrap_err();
-    assert!(matches!(err, MemError::Other(ref m) if m.contains("loops")), "{err:?}");
-    // The whole snapshot still completes, flagging the thread.
+    let st = py.walk_frames(f1).unwrap();
+    assert!(matches!(st.error, Some(MemError::Other(ref m)) if m.contains("loops")), "{st:?}");
+    // The readable part of the stack is kept: both frames before the loop closes.
+    assert_eq!(st.frames.len(), 2);
+    // The whole snapshot still completes, flagging the thread and keeping its frames.
     let snap = snapshot::capture(&py).unwrap();
     assert!(snap.threads[0].error.as_deref().unwrap_or("").contains("loops"));
+    assert_eq!(snap.threads[0].frames.len(), 2);
+    assert_eq!(snap.capture.as_ref().unwrap().unreadable, 1);
 }
 
 #[test]
@@ -275,8 +280,9 @@ fn absurd_lengths_and_unmapped_pointers_are_errors() {
     assert!(py.read_str(s).is_err());
     assert!(py.read_str(junk_kind).is_err());
     assert!(py.read_str(0).is_err());
-    assert!(py.walk_frames(f).is_err());
-    assert!(py.walk_frames(0x0bad_0000).is_err());
+    assert!(py.walk_frames(f).unwrap().error.is_some());
+    let bad = py.walk_frames(0x0bad_0000).unwrap();
+    assert!(bad.error.is_some() && bad.frames.is_empty());
 }
 
 #[test]

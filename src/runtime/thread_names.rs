@@ -2,7 +2,7 @@
 //! thread's name and, on 3.8–3.10 where the thread state has none, its native thread id.
 
 use super::PyProcess;
-use crate::attach::MemResult;
+use crate::source::MemResult;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Default)]

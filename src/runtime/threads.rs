@@ -2,7 +2,7 @@
 //! identity (ident, native TID), who holds the GIL and whether a thread is attached.
 
 use super::PyProcess;
-use crate::attach::{Buf, MemError, MemResult};
+use crate::source::{Buf, MemError, MemResult};
 use std::collections::HashSet;
 
 pub const MAX_INTERPRETERS: usize = 256;

@@ -1,7 +1,7 @@
 //! Which CPython the target runs: `Py_Version` (3.11+), the debug-offsets header (3.13+), or the
 //! formatted `sys.version` string in the library's writable data (3.8–3.10), cross-checked with file names.
 
-use crate::attach::{process::version_from_name, Target};
+use crate::source::{target::version_from_name, Target};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -3,11 +3,13 @@
 
 use super::state::{Action, App, GilWindow, ThreadShare};
 use super::view;
-use crate::analysis::deadlock::Finding;
-use crate::attach::{self, pause};
+use crate::analysis::deadlock;
 use crate::error::{Error, Result};
+use crate::model::{Finding, Snapshot};
 use crate::runtime::PyProcess;
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot;
+use crate::source::os::clock_ticks_per_second;
+use crate::source::{self, pause};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -79,7 +81,7 @@ fn save(app: &mut App) {
     };
 }
 
-pub fn run(opts: &TopOptions) -> Result<crate::commands::Output> {
+pub fn run(opts: &TopOptions) -> Result<()> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return Err(Error::other(
             "taskspy top needs an interactive terminal; use `taskspy dump PID` (or --json) for non-interactive output",
@@ -89,16 +91,21 @@ pub fn run(opts: &TopOptions) -> Result<crate::commands::Output> {
     let rx: Option<Receiver<Msg>>;
     let stop = Arc::new(AtomicBool::new(false));
     if let Some(path) = &opts.replay {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::other(format!("reading {path}: {e}")))?;
-        let snap: Snapshot =
-            serde_json::from_str(&text).map_err(|e| Error::other(format!("{path} is not a taskspy snapshot: {e}")))?;
+        // A saved series is browsed at its latest snapshot.
+        let Some(snap) = snapshot::input::load(path)?.pop() else { return Err(Error::other("no snapshot")) };
+        let snap = if snap.has_lock_facts() {
+            let findings = deadlock::findings(&snap);
+            Snapshot { findings, ..snap }
+        } else {
+            snap
+        };
         app = App::new(snap.pid, true);
         app.color = opts.color;
         let findings: Vec<Finding> = snap.findings.clone();
         app.update(snap, findings, None);
         rx = None;
     } else {
-        let py = PyProcess::open(attach::attach(opts.pid)?)?;
+        let py = PyProcess::open(source::attach(opts.pid)?)?;
         // First snapshot before touching the terminal, so attach errors print normally.
         let first = snapshot::capture(&py)?;
         app = App::new(opts.pid, false);
@@ -139,7 +146,7 @@ pub fn run(opts: &TopOptions) -> Result<crate::commands::Output> {
         }
     }
     stop.store(true, Ordering::SeqCst);
-    Ok(crate::commands::Output::Text(String::new()))
+    Ok(())
 }
 
 fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<AtomicBool>) {
@@ -154,7 +161,7 @@ fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<At
         let mut samples = 0u64;
         let mut holds: HashMap<i32, u64> = HashMap::new();
         let (mut sw0, mut sw1) = (None, None);
-        let cpu0 = crate::commands::gil::cpu_ticks(py.pid);
+        let cpu0 = py.os.cpu_ticks();
         while start.elapsed().as_secs_f64() < refresh && !stop.load(Ordering::SeqCst) {
             if let Ok(interps) = py.interpreters() {
                 let current = py.tstate_current().ok().flatten();
@@ -179,8 +186,8 @@ fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<At
             std::thread::sleep(period);
         }
         let secs = start.elapsed().as_secs_f64().max(1e-3);
-        let cpu1 = crate::commands::gil::cpu_ticks(py.pid);
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let cpu1 = py.os.cpu_ticks();
+        let hz = clock_ticks_per_second();
         let mut per_thread: HashMap<i32, ThreadShare> = HashMap::new();
         for (tid, t1) in &cpu1 {
             let c = (*t1 - cpu0.get(tid).copied().unwrap_or(*t1).min(*t1)) as f64 / hz / secs * 100.0;
@@ -199,9 +206,7 @@ fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<At
         match snapshot::capture(&py) {
             Ok(s) => {
                 idents = tid_by_ident(&s);
-                py.begin_snapshot();
-                let findings = crate::commands::deadlocks::analyze(&py, &s).unwrap_or_default();
-                py.end_snapshot();
+                let findings = deadlock::findings(&s);
                 let cost = t0.elapsed().as_secs_f64() * 1000.0;
                 if tx.send(Msg::Update(Box::new(s), findings, Some(gil), cost)).is_err() {
                     return;
@@ -212,7 +217,7 @@ fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<At
                 return;
             }
             Err(e) => {
-                if !std::path::Path::new(&format!("/proc/{}", py.pid)).exists() {
+                if !py.os.alive() {
                     let _ = tx.send(Msg::Exited);
                     return;
                 }

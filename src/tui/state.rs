@@ -1,9 +1,8 @@
 //! TUI state: the latest snapshot, the flattened task tree with expand/collapse and filter, the
 //! selection (kept on the same task across refreshes), findings history and GIL history.
 
-use crate::analysis::deadlock::Finding;
 use crate::analysis::tree::{self, TreeNode};
-use crate::snapshot::Snapshot;
+use crate::model::{Finding, Snapshot};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,11 +288,11 @@ impl App {
         Action::None
     }
 
-    pub fn selected_thread(&self) -> Option<&crate::snapshot::ThreadSnap> {
+    pub fn selected_thread(&self) -> Option<&crate::model::ThreadSnap> {
         self.snapshot.as_ref()?.threads.get(self.thread_cursor)
     }
 
-    pub fn selected_task_snap(&self) -> Option<&crate::snapshot::TaskSnap> {
+    pub fn selected_task_snap(&self) -> Option<&crate::model::TaskSnap> {
         let id = self.selected_task.as_ref()?;
         self.snapshot.as_ref()?.tasks.iter().find(|t| &t.id == id)
     }

@@ -3,9 +3,9 @@
 
 use super::state::{Action, App, GilWindow, Pane, ThreadShare};
 use super::view;
-use crate::analysis::deadlock::{Evidence, Finding, LockRef};
-use crate::runtime::frames::Frame;
-use crate::snapshot::{PythonInfo, Snapshot, TaskSnap, ThreadSnap, ThreadState, WaitingOn};
+use crate::model::{
+    Evidence, Finding, Frame, LockRef, PythonInfo, Snapshot, TaskSnap, ThreadSnap, ThreadState, WaitingOn,
+};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use std::collections::HashMap;
@@ -24,7 +24,8 @@ fn task(id: &str, name: &str, awaiting: &[&str], awaited_by: &[&str], kind: &str
         coroutine_stack: vec![frame(&format!("{name}_coro"), "/srv/app.py", 10)],
         awaiting: awaiting.iter().map(|s| s.to_string()).collect(),
         awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
-        waiting_on: WaitingOn { kind: kind.into(), future: None, object: None, object_type: None, runnable: false },
+        waiting_on: WaitingOn { kind: kind.into(), ..Default::default() },
+        ..Default::default()
     }
 }
 
@@ -44,6 +45,10 @@ fn snapshot(tasks: Vec<TaskSnap>, threads: Vec<ThreadSnap>) -> Snapshot {
         tasks,
         findings: vec![],
         interpreters: vec![],
+        capture: None,
+        cmdline: None,
+        locks: vec![],
+        loops: vec![],
     }
 }
 
@@ -59,6 +64,7 @@ fn thread(tid: i32, name: &str, gil: bool) -> ThreadSnap {
         os_name: None,
         truncated: false,
         error: None,
+        ..Default::default()
     }
 }
 

@@ -1,16 +1,18 @@
-//! Opening a target by PID: existence and permission checks, finding the ELF that holds
-//! `_PyRuntime` (static python or libpython, read via /proc/PID/root), and its load bias.
+//! A target, whatever its memory source: its memory, its OS thread view, its mappings and the ELF
+//! files (python/libpython, `_asyncio`) found among them, with `_PyRuntime`'s address.
 
 use super::elf::{self, ElfInfo};
 use super::maps::{self, MapEntry};
-use super::memory::{MemError, Memory, ProcessMemory};
+use super::memory::{MemError, Memory};
+use super::os::OsView;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
-/// Everything the runtime layer needs from the attach layer.
+/// Everything the runtime layer needs from a memory source.
 pub struct Target {
     pub pid: i32,
     pub mem: Arc<dyn Memory>,
+    pub os: Arc<dyn OsView>,
     pub exe: String,
     pub maps: Vec<MapEntry>,
     /// The ELF containing `_PyRuntime` (python executable or libpython).
@@ -43,6 +45,8 @@ pub fn mem_error(pid: i32, e: MemError) -> Error {
         MemError::Exited => Error::TargetExited(pid),
         MemError::Permission => Error::PermissionDenied { pid, detail: "process_vm_readv was refused".into() },
         MemError::Unmapped(a) => Error::Inconsistent(format!("unreadable address 0x{a:x}")),
+        MemError::Interrupted => Error::Interrupted,
+        MemError::Deadline => Error::Inconsistent("the read was cut at its deadline".into()),
         MemError::Other(m) => Error::Other(m),
     }
 }
@@ -68,45 +72,6 @@ fn looks_like_python(path: &str) -> bool {
     base.contains("python") && !base.contains("_asyncio") && !base.ends_with(".py")
 }
 
-/// Map a file of the target read-only. Through /proc/PID/root so a target in another mount namespace
-/// (container) resolves its own files. Mapping (not reading) keeps big debug-info libraries cheap.
-fn read_target_file(pid: i32, path: &str, maps: &[MapEntry]) -> Option<memmap2::Mmap> {
-    let f = open_target_file(pid, path, maps)?;
-    // SAFETY: read-only private mapping; if the file is truncated underneath us, goblin sees short
-    // data at worst (libraries in use are not truncated in practice).
-    unsafe { memmap2::Mmap::map(&f).ok() }
-}
-
-/// Open a file mapped by the target. A file replaced on disk while the target runs (a package
-/// upgrade) shows as "PATH (deleted)": then the mapping itself is opened via /proc/PID/map_files.
-fn open_target_file(pid: i32, path: &str, maps: &[MapEntry]) -> Option<std::fs::File> {
-    if path.ends_with(" (deleted)") {
-        let m = maps.iter().find(|m| m.path.as_deref() == Some(path) && m.offset == 0)?;
-        return std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).ok();
-    }
-    std::fs::File::open(format!("/proc/{pid}/root{path}")).or_else(|_| std::fs::File::open(path)).ok()
-}
-
-fn is_elf_file(pid: i32, path: &str, maps: &[MapEntry]) -> bool {
-    use std::io::Read;
-    let mut f = match open_target_file(pid, path, maps) {
-        Some(f) => f,
-        None => return false,
-    };
-    let mut magic = [0u8; 4];
-    f.read_exact(&mut magic).is_ok() && &magic == b"\x7fELF"
-}
-
-pub fn check_exists(pid: i32) -> Result<()> {
-    if pid <= 0 {
-        return Err(Error::NoSuchProcess(pid));
-    }
-    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(Error::NoSuchProcess(pid));
-    }
-    Ok(())
-}
-
 /// Why no `_PyRuntime` was found: an old Python, a stripped one, or no Python at all.
 pub fn no_runtime_error(pid: i32, python_files: &[String], exe: &str) -> Error {
     match python_files.iter().find_map(|p| version_from_name(p)) {
@@ -120,31 +85,40 @@ pub fn no_runtime_error(pid: i32, python_files: &[String], exe: &str) -> Error {
     }
 }
 
-pub fn attach(pid: i32) -> Result<Target> {
-    check_exists(pid)?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NoSuchProcess(pid),
-            std::io::ErrorKind::PermissionDenied => {
-                Error::PermissionDenied { pid, detail: "cannot read /proc/PID/exe".into() }
-            }
-            _ => Error::Other(format!("reading /proc/{pid}/exe: {e}")),
-        })?;
-    let maps = maps::read_maps(pid)?;
-    let files = maps::mapped_files(&maps);
+/// How a memory source opens the files its target maps (through /proc/PID/root for a live
+/// process; under `--lib-root` for a core).
+pub trait FileOpener {
+    /// The file's bytes, or `None` when it cannot be used.
+    fn open(&self, path: &str) -> Option<Arc<memmap2::Mmap>>;
+    /// Why `path` could not be used (missing, another build), when that is worth an error of its own.
+    fn problem(&self, _path: &str) -> Option<Error> {
+        None
+    }
+}
 
-    let mut candidates: Vec<&String> = files.iter().filter(|p| looks_like_python(p)).collect();
+/// The python ELFs among the mapped files.
+pub struct PythonElfs {
+    pub python: ElfInfo,
+    pub others: Vec<ElfInfo>,
+    pub asyncio: Option<ElfInfo>,
+    pub runtime_addr: u64,
+}
+
+/// Find the ELF holding `_PyRuntime` (symbol or `.PyRuntime` section) among the mappings,
+/// libpython before the executable, then embedders' binaries; and the `_asyncio` module.
+pub fn find_python(pid: i32, exe: &str, maps: &[MapEntry], files: &dyn FileOpener) -> Result<PythonElfs> {
+    let paths = maps::mapped_files(maps);
+    let mut candidates: Vec<&String> = paths.iter().filter(|p| looks_like_python(p)).collect();
     // libpython before the executable: when both exist, the runtime lives in the library.
     candidates.sort_by_key(|p| !p.rsplit('/').next().unwrap_or("").starts_with("lib"));
 
+    let has_runtime = |i: &ElfInfo| i.symbols.contains_key("_PyRuntime") || i.sections.contains_key(".PyRuntime");
     let mut found: Option<ElfInfo> = None;
     let mut others = Vec::new();
     for path in &candidates {
-        let Some(data) = read_target_file(pid, path, &maps) else { continue };
-        let Ok(info) = elf::load(path, &data, &maps) else { continue };
-        let has_runtime = info.symbols.contains_key("_PyRuntime") || info.sections.contains_key(".PyRuntime");
-        if has_runtime && found.is_none() {
+        let Some(data) = files.open(path) else { continue };
+        let Ok(info) = elf::load(path, &data, maps) else { continue };
+        if has_runtime(&info) && found.is_none() {
             found = Some(info);
         } else {
             others.push(info);
@@ -152,26 +126,26 @@ pub fn attach(pid: i32) -> Result<Target> {
     }
     if found.is_none() {
         // Embedders (uwsgi, blender, ...) link CPython into binaries without "python" in the name.
-        for path in files.iter().filter(|p| !looks_like_python(p)).take(128) {
-            if !is_elf_file(pid, path, &maps) {
+        for path in paths.iter().filter(|p| !looks_like_python(p)).take(128) {
+            let Some(data) = files.open(path) else { continue };
+            if data.len() > 512 << 20 || !data.starts_with(b"\x7fELF") {
                 continue;
             }
-            let Some(data) = read_target_file(pid, path, &maps) else { continue };
-            if data.len() > 512 << 20 {
-                continue;
-            }
-            if let Ok(info) = elf::load(path, &data, &maps) {
-                if info.symbols.contains_key("_PyRuntime") || info.sections.contains_key(".PyRuntime") {
+            if let Ok(info) = elf::load(path, &data, maps) {
+                if has_runtime(&info) {
                     found = Some(info);
                     break;
                 }
             }
         }
     }
-
     let Some(python) = found else {
+        // A python binary the source could not supply (a core without its binaries) says why.
+        if let Some(e) = candidates.iter().find_map(|p| files.problem(p)) {
+            return Err(e);
+        }
         let names: Vec<String> = candidates.iter().map(|s| s.to_string()).collect();
-        return Err(no_runtime_error(pid, &names, &exe));
+        return Err(no_runtime_error(pid, &names, exe));
     };
     if let Some((maj, min, _)) = version_from_name(&python.path) {
         if maj != 3 || min < 8 {
@@ -182,19 +156,24 @@ pub fn attach(pid: i32) -> Result<Target> {
         .symbol("_PyRuntime")
         .or_else(|| python.section(".PyRuntime").map(|(a, _)| a))
         .ok_or_else(|| Error::MissingSymbols { pid, binary: python.path.clone() })?;
-
     // `_asyncio` is only mapped once the target imported asyncio; its ELF carries 3.14's AsyncioDebug.
-    let asyncio = files
-        .iter()
-        .filter(|p| p.rsplit('/').next().unwrap_or("").starts_with("_asyncio"))
-        .find_map(|p| read_target_file(pid, p, &maps).and_then(|d| elf::load(p, &d, &maps).ok()));
-
-    let mem: Arc<dyn Memory> = Arc::new(ProcessMemory { pid });
-    // One probe read tells permission problems and vanished targets apart from layout problems.
-    if let Err(e) = mem.read_u64(runtime_addr) {
-        return Err(mem_error(pid, e));
+    let mut asyncio = None;
+    for p in paths.iter().filter(|p| p.rsplit('/').next().unwrap_or("").starts_with("_asyncio")) {
+        match files.open(p) {
+            Some(d) => {
+                if let Ok(info) = elf::load(p, &d, maps) {
+                    asyncio = Some(info);
+                    break;
+                }
+            }
+            None => {
+                if let Some(e) = files.problem(p) {
+                    return Err(e);
+                }
+            }
+        }
     }
-    Ok(Target { pid, mem, exe, maps, python, others, runtime_addr, asyncio })
+    Ok(PythonElfs { python, others, asyncio, runtime_addr })
 }
 
 #[cfg(test)]
@@ -225,11 +204,5 @@ mod tests {
         assert!(matches!(f(&[]), Error::NotPython { .. }));
         let msg = f(&["/usr/bin/python3.11"]).to_string();
         assert!(msg.contains("stripped") && !msg.contains('\n'), "{msg}");
-    }
-
-    #[test]
-    fn missing_pid_is_no_such_process() {
-        assert!(matches!(attach(999_999_999), Err(Error::NoSuchProcess(_))));
-        assert!(matches!(attach(-3), Err(Error::NoSuchProcess(_))));
     }
 }

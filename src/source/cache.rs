@@ -3,7 +3,7 @@
 
 use super::memory::{MemError, MemResult, Memory};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 const PAGE: u64 = 4096;
@@ -21,11 +21,38 @@ pub struct CachedMemory {
     inner: Arc<dyn Memory>,
     pages: Mutex<PageMap>,
     enabled: AtomicBool,
+    /// Set from outside (a pause deadline): every read fails from then on.
+    cancel: AtomicU8,
 }
+
+const CANCEL_NONE: u8 = 0;
+const CANCEL_DEADLINE: u8 = 1;
 
 impl CachedMemory {
     pub fn new(inner: Arc<dyn Memory>) -> CachedMemory {
-        CachedMemory { inner, pages: Mutex::new(PageMap::default()), enabled: AtomicBool::new(false) }
+        CachedMemory {
+            inner,
+            pages: Mutex::new(PageMap::default()),
+            enabled: AtomicBool::new(false),
+            cancel: AtomicU8::new(CANCEL_NONE),
+        }
+    }
+
+    /// Make every further read fail with `Deadline` (`set_deadline_passed(false)` undoes it): a
+    /// read budget that ran out stops the walk within one read.
+    pub fn set_deadline_passed(&self, passed: bool) {
+        self.cancel.store(if passed { CANCEL_DEADLINE } else { CANCEL_NONE }, Ordering::SeqCst);
+    }
+
+    /// Ctrl-C or a deadline: reads stop at once, so every walk (and `--blocking`'s pause) ends.
+    fn stopped(&self) -> MemResult<()> {
+        if self.cancel.load(Ordering::Relaxed) == CANCEL_DEADLINE {
+            return Err(MemError::Deadline);
+        }
+        if super::pause::interrupted() {
+            return Err(MemError::Interrupted);
+        }
+        Ok(())
     }
 
     /// Start a new consistent-ish view: forget every cached page and cache from now on.
@@ -79,6 +106,7 @@ impl CachedMemory {
 
 impl Memory for CachedMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
+        self.stopped()?;
         if !self.enabled.load(Ordering::Relaxed) || buf.len() > DIRECT_READ {
             return self.inner.read(addr, buf);
         }
@@ -108,6 +136,9 @@ impl Memory for CachedMemory {
     }
 
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<MemResult<()>> {
+        if let Err(e) = self.stopped() {
+            return reqs.iter().map(|_| Err(e.clone())).collect();
+        }
         if !self.enabled.load(Ordering::Relaxed) {
             return self.inner.read_many(reqs);
         }
@@ -118,7 +149,7 @@ impl Memory for CachedMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attach::SyntheticMemory;
+    use crate::source::SyntheticMemory;
 
     #[test]
     fn cached_reads_match_direct_reads_across_pages() {

@@ -12,7 +12,18 @@ pub enum MemError {
     Exited,
     /// The kernel refused (ptrace permission).
     Permission,
+    /// Ctrl-C: the user asked to stop; every further read fails at once.
+    Interrupted,
+    /// The read's time budget (e.g. `--blocking`'s pause deadline) ran out.
+    Deadline,
     Other(String),
+}
+
+impl MemError {
+    /// Errors that end a snapshot at once instead of being retried or recorded per object.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, MemError::Exited | MemError::Permission | MemError::Interrupted | MemError::Deadline)
+    }
 }
 
 impl std::fmt::Display for MemError {
@@ -21,6 +32,8 @@ impl std::fmt::Display for MemError {
             MemError::Unmapped(a) => write!(f, "cannot read target memory at 0x{a:x}"),
             MemError::Exited => write!(f, "target exited"),
             MemError::Permission => write!(f, "permission denied"),
+            MemError::Interrupted => write!(f, "interrupted"),
+            MemError::Deadline => write!(f, "read deadline reached"),
             MemError::Other(m) => write!(f, "{m}"),
         }
     }

@@ -1,0 +1,113 @@
+//! Where a command's snapshots come from — a live PID (optionally paused), a core file, or saved
+//! snapshots — so every view runs the same way on each. Findings are computed here, once, purely.
+
+use crate::analysis;
+use crate::error::Result;
+use crate::model::Snapshot;
+use crate::runtime::PyProcess;
+use crate::snapshot::{self, CaptureOptions};
+use crate::source::core::CoreOptions;
+use crate::source::{self, pause};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum Origin {
+    Live { pid: i32, blocking: bool, pause_ms: u64 },
+    Core(CoreOptions),
+    Saved(String),
+}
+
+/// A reader over a live process or a core (saved snapshots need none).
+pub fn open_reader(origin: &Origin) -> Result<Option<PyProcess>> {
+    let target = match origin {
+        Origin::Live { pid, .. } => source::attach(*pid)?,
+        Origin::Core(c) => source::core::open(c)?,
+        Origin::Saved(_) => return Ok(None),
+    };
+    let timing = std::env::var_os("TASKSPY_TIMING").is_some();
+    let t = std::time::Instant::now();
+    let py = PyProcess::open(target)?;
+    if timing {
+        eprintln!("timing: open {:?}", t.elapsed());
+    }
+    Ok(Some(py))
+}
+
+/// One capture from an open reader, paused if the origin asks for it.
+pub fn capture(py: &PyProcess, origin: &Origin, mut opts: CaptureOptions) -> Result<Snapshot> {
+    let t = std::time::Instant::now();
+    let snap = match origin {
+        Origin::Live { pid, blocking: true, pause_ms } => {
+            opts.paused = true;
+            let (r, info) =
+                pause::with_pause(*pid, Duration::from_millis(*pause_ms), || snapshot::capture_with(py, &opts))?;
+            pause::check_interrupted()?;
+            let mut s = r?;
+            if let Some(c) = s.capture.as_mut() {
+                c.already_stopped = info.already_stopped;
+                if !info.already_stopped {
+                    c.paused_ms = Some((info.paused_for.as_secs_f64() * 1e5).round() / 100.0);
+                }
+                if info.resumed_at_deadline {
+                    c.cut = Some(format!(
+                        "the target was resumed at the {pause_ms} ms pause deadline; the rest was read while it ran"
+                    ));
+                }
+            }
+            s
+        }
+        Origin::Core(c) => {
+            opts.core = Some(c.core.display().to_string());
+            snapshot::capture_with(py, &opts)?
+        }
+        _ => snapshot::capture_with(py, &opts)?,
+    };
+    if std::env::var_os("TASKSPY_TIMING").is_some() {
+        eprintln!("timing: capture {:?}", t.elapsed());
+    }
+    Ok(snap)
+}
+
+/// Findings of one snapshot: computed from its facts when it has them, else the ones it carries
+/// (snapshots saved before lock facts were recorded).
+pub fn with_findings(mut s: Snapshot) -> Snapshot {
+    if s.has_lock_facts() {
+        s.findings = analysis::deadlock::findings(&s);
+    }
+    s
+}
+
+/// The snapshot(s) of an origin: one capture of a process or core, or every saved one.
+pub fn snapshots(origin: &Origin, opts: CaptureOptions) -> Result<Vec<Snapshot>> {
+    let snaps = match open_reader(origin)? {
+        Some(py) => vec![capture(&py, origin, opts)?],
+        None => match origin {
+            Origin::Saved(path) => snapshot::input::load(path)?,
+            _ => vec![],
+        },
+    };
+    Ok(snaps.into_iter().map(with_findings).map(warn_partial).collect())
+}
+
+/// The last snapshot of an origin (a saved series: its latest).
+pub fn snapshot(origin: &Origin, opts: CaptureOptions) -> Result<Snapshot> {
+    let mut v = snapshots(origin, opts)?;
+    v.pop().ok_or_else(|| crate::error::Error::other("no snapshot"))
+}
+
+/// One line on stderr when part of the record could not be read or the read was cut; the exit
+/// status stays 0 (the entries themselves carry the errors).
+pub fn warn_partial(s: Snapshot) -> Snapshot {
+    if let Some(c) = &s.capture {
+        if c.unreadable > 0 {
+            eprintln!(
+                "taskspy: warning: {} object(s) of PID {} could not be read (marked with an error in the output)",
+                c.unreadable, s.pid
+            );
+        }
+        if let Some(cut) = &c.cut {
+            eprintln!("taskspy: warning: {cut}");
+        }
+    }
+    s
+}

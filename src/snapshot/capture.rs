@@ -1,0 +1,278 @@
+//! Capturing the record: threads (stacks, GIL, native state, lock facts), tasks, loops and locks
+//! from one pass over target memory; torn reads are retried, then kept as marked partial entries.
+
+use crate::error::{Error, Result};
+use crate::model::{
+    hex, CaptureInfo, InterpSnap, LockSnap, LoopSnap, NativeState, PythonInfo, Snapshot, ThreadSnap, ThreadState,
+    SCHEMA,
+};
+use crate::runtime::thread_waits::LockTable;
+use crate::runtime::threads::{InterpInfo, ThreadRecord};
+use crate::runtime::PyProcess;
+use crate::source::os::OsThreadState;
+use crate::source::{Buf, MemError};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// How many times a snapshot is retried when memory changed under us.
+pub const MAX_ATTEMPTS: usize = 5;
+
+#[derive(Debug, Clone, Default)]
+pub struct CaptureOptions {
+    /// Collect lock facts for threads (holders, waiters): needed for deadlock findings.
+    pub thread_locks: bool,
+    /// The target is stopped for the read (so no retries are needed: memory cannot change).
+    pub paused: bool,
+    /// A core file's path, for the record.
+    pub core: Option<String>,
+}
+
+impl CaptureOptions {
+    /// Everything: what `dump --json`, `deadlocks`, `top` and a saved record need.
+    pub fn full() -> CaptureOptions {
+        CaptureOptions { thread_locks: true, ..Default::default() }
+    }
+}
+
+/// A full capture (every fact), retried on torn reads.
+pub fn capture(py: &PyProcess) -> Result<Snapshot> {
+    capture_with(py, &CaptureOptions::full())
+}
+
+pub fn capture_with(py: &PyProcess, opts: &CaptureOptions) -> Result<Snapshot> {
+    let mut last = None;
+    // A stopped target (paused, or a core) cannot change: one tolerant pass says all there is.
+    let attempts = if opts.paused || py.os.kind() != "live" { 1 } else { MAX_ATTEMPTS };
+    for attempt in 0..attempts {
+        let last_attempt = attempt + 1 == attempts;
+        let t0 = Instant::now();
+        py.begin_snapshot();
+        let r = capture_once(py, opts, last_attempt);
+        py.end_snapshot();
+        match r {
+            Ok(mut s) => {
+                if let Some(c) = s.capture.as_mut() {
+                    c.read_ms = (t0.elapsed().as_secs_f64() * 1e5).round() / 100.0;
+                }
+                return Ok(s);
+            }
+            Err(MemError::Exited) => return Err(Error::TargetExited(py.pid)),
+            Err(MemError::Interrupted) => return Err(Error::Interrupted),
+            Err(e @ (MemError::Permission | MemError::Deadline)) => return Err(py.err(e)),
+            Err(e) => {
+                if !py.os.alive() {
+                    return Err(Error::TargetExited(py.pid));
+                }
+                last = Some(e);
+                if !last_attempt {
+                    std::thread::sleep(std::time::Duration::from_millis(2 << attempt));
+                }
+            }
+        }
+    }
+    Err(Error::Inconsistent(last.map(|e| e.to_string()).unwrap_or_default()))
+}
+
+fn native(os: &OsThreadState) -> NativeState {
+    NativeState {
+        state: os.state.map(|c| c.to_string()),
+        syscall: os.syscall.flatten(),
+        futex: os.futex_addr.map(hex),
+        on_cpu: os.on_cpu(),
+    }
+}
+
+fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::result::Result<Snapshot, MemError> {
+    let interps = py.interpreters()?;
+    let current = py.tstate_current()?;
+    let os_tids = py.os.thread_ids();
+    let mut threads = Vec::new();
+    let mut tasks = Vec::new();
+    let mut loops: Vec<LoopSnap> = Vec::new();
+    let mut interp_snaps = Vec::new();
+    let mut locks = LockTable::new();
+    let mut unreadable = 0u64;
+    let aio = crate::asyncio::Asyncio::new(py);
+    let mut gil_enabled = true;
+    for interp in &interps {
+        gil_enabled &= interp.gil_enabled;
+        let records = py.threads_of(interp, current)?;
+        let names = py.thread_names(interp.addr).unwrap_or_else(|e| {
+            if std::env::var_os("TASKSPY_DEBUG").is_some() {
+                eprintln!("debug: thread names: {e}");
+            }
+            Default::default()
+        });
+        let pthread_tid_off =
+            if py.off.ts_native_thread_id.is_none() { pthread_tid_offset(py, &records, &os_tids) } else { None };
+        let mut holder_tid = None;
+        let mut with_tids = Vec::new();
+        for rec in records.iter().rev() {
+            let info = names.get(&rec.ident);
+            let tid = rec
+                .native_tid
+                .or_else(|| info.and_then(|i| i.native_id))
+                .or_else(|| pthread_tid_off.and_then(|off| py.mem().read_i32(rec.ident + off).ok()))
+                .filter(|t| os_tids.contains(t));
+            let stack = py.walk_frames(rec.top_frame)?;
+            if let (Some(e), false) = (&stack.error, tolerate) {
+                return Err(e.clone());
+            }
+            let os = tid.map(|t| py.os.thread_state(t)).unwrap_or_default();
+            let state = classify(py, rec, interp, &os, tid.is_some());
+            if rec.holds_gil {
+                holder_tid = tid;
+            }
+            let facts = if opts.thread_locks && tid.is_some() {
+                py.thread_lock_facts(rec, &stack, &os, &mut locks)
+            } else {
+                Default::default()
+            };
+            if stack.error.is_some() {
+                unreadable += 1;
+            }
+            with_tids.push((rec.clone(), tid));
+            threads.push(ThreadSnap {
+                tid,
+                ident: rec.ident,
+                name: info.and_then(|i| i.name.clone()),
+                interpreter: interp.id,
+                holds_gil: rec.holds_gil,
+                state,
+                frames: stack.frames,
+                os_name: os.comm.clone(),
+                truncated: stack.truncated,
+                error: stack.error.map(|e| e.to_string()),
+                native: tid.map(|_| native(&os)),
+                holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
+                waits_for_lock: facts.waits_for.map(hex),
+            });
+        }
+        match aio.collect(interp, &with_tids, tolerate) {
+            Ok(rec) => {
+                tasks.extend(rec.tasks);
+                loops.extend(rec.loops);
+                unreadable += rec.unreadable;
+                for (addr, info) in rec.locks {
+                    locks.entry(addr).or_insert(info);
+                }
+            }
+            Err(e) if e.is_fatal() || !tolerate => return Err(e),
+            Err(e) => {
+                unreadable += 1;
+                if std::env::var_os("TASKSPY_DEBUG").is_some() {
+                    eprintln!("debug: tasks of interpreter {}: {e}", interp.id);
+                }
+            }
+        }
+        interp_snaps.push(InterpSnap {
+            id: interp.id,
+            gil_held: interp.gil_locked,
+            gil_holder_tid: holder_tid,
+            gil_switch_number: interp.gil_switch_number,
+        });
+    }
+    // Main interpreter first, main thread first within it.
+    threads.sort_by_key(|t| (t.interpreter, t.tid != Some(py.pid)));
+    interp_snaps.sort_by_key(|i| i.id);
+    for l in &mut loops {
+        l.in_selector =
+            l.thread.and_then(|tid| threads.iter().find(|t| t.tid == Some(tid))).map(|t| in_selector(&t.frames));
+    }
+    let tid_of_ident: HashMap<u64, Option<i32>> = threads.iter().map(|t| (t.ident, t.tid)).collect();
+    let mut lock_snaps: Vec<LockSnap> = locks
+        .into_iter()
+        .map(|(addr, l)| LockSnap {
+            address: hex(addr),
+            kind: l.kind.label().to_string(),
+            name: l.name,
+            held: l.held,
+            owner_thread: l.owner_ident.and_then(|i| tid_of_ident.get(&i).copied().flatten()),
+        })
+        .collect();
+    lock_snaps.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(Snapshot {
+        schema: SCHEMA.to_string(),
+        pid: py.pid,
+        captured_at: crate::model::time::rfc3339_now(),
+        python: PythonInfo {
+            version: py.version.to_string(),
+            executable: py.executable.clone(),
+            free_threaded: py.free_threaded,
+            gil_enabled,
+            library: py.library.clone(),
+        },
+        threads,
+        tasks,
+        findings: Vec::new(),
+        interpreters: interp_snaps,
+        capture: Some(CaptureInfo {
+            source: py.os.kind().to_string(),
+            core: opts.core.clone(),
+            paused: opts.paused || py.os.kind() == "core",
+            lock_facts: opts.thread_locks,
+            read_ms: 0.0,
+            paused_ms: None,
+            already_stopped: false,
+            cut: None,
+            unreadable,
+        }),
+        cmdline: Some(py.os.cmdline()).filter(|c| !c.is_empty()),
+        locks: lock_snaps,
+        loops,
+    })
+}
+
+/// Whether a thread's innermost frames are the event loop's selector (waiting for I/O/timers).
+pub fn in_selector(frames: &[crate::model::Frame]) -> bool {
+    frames.iter().take(3).any(|f| {
+        let func = f.function.rsplit('.').next().unwrap_or("");
+        f.file.ends_with("selectors.py") && matches!(func, "select" | "poll" | "_run_once")
+    }) || frames.first().map(|f| f.file.contains("uvloop")).unwrap_or(false)
+}
+
+fn classify(py: &PyProcess, rec: &ThreadRecord, interp: &InterpInfo, os: &OsThreadState, has_tid: bool) -> ThreadState {
+    let on_cpu = os.on_cpu();
+    if !interp.gil_enabled {
+        // No GIL: attached (running Python) or not.
+        return match (rec.active, on_cpu) {
+            (_, Some(true)) | (Some(true), _) => ThreadState::Running,
+            (_, Some(false)) => ThreadState::Idle,
+            _ => ThreadState::Unknown,
+        };
+    }
+    if rec.holds_gil {
+        return ThreadState::Running;
+    }
+    if rec.gil_requested {
+        return ThreadState::WaitingGil;
+    }
+    if interp.is_gil_futex(os.futex_addr, py.off.gil_size) {
+        return ThreadState::WaitingGil;
+    }
+    if !has_tid {
+        return ThreadState::Unknown;
+    }
+    match on_cpu {
+        Some(true) => ThreadState::Running,
+        Some(false) => ThreadState::Idle,
+        None => ThreadState::Unknown,
+    }
+}
+
+/// 3.8–3.10 keep no kernel TID in the thread state. glibc's `struct pthread` (whose address is the
+/// ident) holds it at a fixed offset: find it on the main thread (TID == PID) and reuse it.
+fn pthread_tid_offset(py: &PyProcess, records: &[ThreadRecord], tids: &[i32]) -> Option<u64> {
+    // The main thread state is the tail of the list.
+    let main = records.last()?;
+    let block = py.mem().read_vec(main.ident, 2048).ok()?;
+    let pid = py.pid as u32;
+    (0..block.len() as u64 / 4).map(|i| i * 4).find(|&off| {
+        let v = block[..].u32_at(off);
+        v == pid
+            && records.iter().all(|r| match py.mem().read_i32(r.ident + off) {
+                Ok(t) => tids.contains(&t),
+                Err(_) => false,
+            })
+    })
+}

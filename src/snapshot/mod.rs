@@ -1,0 +1,8 @@
+//! snapshot: one complete look at a target — runtime and asyncio readers over a memory source,
+//! assembled into the record (`model::Snapshot`) with bounded retries; and saved records read back.
+
+pub mod capture;
+pub mod input;
+
+pub use crate::model::*;
+pub use capture::{capture, capture_with, CaptureOptions};

@@ -1,0 +1,203 @@
+//! What the operating system knows about the target's threads (kernel ids, scheduler state, the
+//! futex a thread sleeps on, CPU time): from /proc for a live process, from a core's notes offline.
+
+use std::collections::HashMap;
+
+/// Kernel view of one thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OsThreadState {
+    /// Scheduler state letter (`R`, `S`, `D`, `T`...) as /proc shows it; `None` offline.
+    pub state: Option<char>,
+    /// The thread is inside a system call (its number), or known not to be (`Some(None)`).
+    pub syscall: Option<Option<i64>>,
+    /// Address passed to futex(2) while the thread is blocked in it.
+    pub futex_addr: Option<u64>,
+    /// Kernel thread name (`comm`).
+    pub comm: Option<String>,
+}
+
+/// futex(2) on x86-64.
+pub const SYS_FUTEX: i64 = 202;
+
+impl OsThreadState {
+    /// Whether the thread was executing (or ready to execute) user code: running on a CPU, or
+    /// stopped (SIGSTOP, ptrace, a core dump) outside any system call.
+    pub fn on_cpu(&self) -> Option<bool> {
+        match (self.state, self.syscall) {
+            (Some('R'), _) => Some(true),
+            (Some('T' | 't') | None, Some(sc)) => Some(sc.is_none()),
+            (Some(_), _) => Some(false),
+            (None, None) => None,
+        }
+    }
+
+    /// Blocked in the kernel (sleeping or stopped inside a system call).
+    pub fn blocked(&self) -> bool {
+        matches!(self.state, Some('S' | 'D')) || (self.on_cpu() == Some(false))
+    }
+}
+
+/// Thread facts of the target, whatever the memory source.
+pub trait OsView: Send + Sync {
+    /// Kernel thread ids, ascending.
+    fn thread_ids(&self) -> Vec<i32>;
+    fn thread_state(&self, tid: i32) -> OsThreadState;
+    /// The command line, arguments joined by spaces (empty when unknown).
+    fn cmdline(&self) -> String;
+    /// Whether the target still exists (a core always does).
+    fn alive(&self) -> bool;
+    /// utime + stime of each thread, in clock ticks (empty offline).
+    fn cpu_ticks(&self) -> HashMap<i32, u64>;
+    /// "live" or "core".
+    fn kind(&self) -> &'static str;
+}
+
+/// /proc of a live process.
+pub struct LiveOs {
+    pub pid: i32,
+}
+
+impl OsView for LiveOs {
+    fn thread_ids(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn thread_state(&self, tid: i32) -> OsThreadState {
+        let base = format!("/proc/{}/task/{tid}", self.pid);
+        let state = std::fs::read_to_string(format!("{base}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()));
+        // `syscall` is "NR arg1 ..." inside a system call, "-1 sp pc" when stopped outside one and
+        // "running" on a CPU; reading it needs the same permission as reading memory.
+        let (mut syscall, mut futex_addr) = (None, None);
+        if let Ok(s) = std::fs::read_to_string(format!("{base}/syscall")) {
+            let mut it = s.split_whitespace();
+            if let Some(nr) = it.next().and_then(|n| n.parse::<i64>().ok()) {
+                syscall = Some((nr >= 0).then_some(nr));
+                if nr == SYS_FUTEX {
+                    futex_addr = it.next().and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+                }
+            }
+        }
+        let comm = std::fs::read_to_string(format!("{base}/comm")).ok().map(|s| s.trim_end_matches('\n').to_string());
+        OsThreadState { state, syscall, futex_addr, comm }
+    }
+
+    fn cmdline(&self) -> String {
+        std::fs::read(format!("/proc/{}/cmdline", self.pid))
+            .map(|b| {
+                b.split(|c| *c == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    }
+
+    fn alive(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    fn cpu_ticks(&self) -> HashMap<i32, u64> {
+        let mut out = HashMap::new();
+        for tid in self.thread_ids() {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid)) {
+                if let Some((_, rest)) = s.rsplit_once(')') {
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    // Fields after ')' start at field 3 (state); utime is field 14, stime 15.
+                    if let (Some(u), Some(st)) = (f.get(11), f.get(12)) {
+                        out.insert(tid, u.parse::<u64>().unwrap_or(0) + st.parse::<u64>().unwrap_or(0));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn kind(&self) -> &'static str {
+        "live"
+    }
+}
+
+/// A fixed set of threads (synthetic memory images in tests): each sleeps in no particular call.
+pub struct StaticOs {
+    pub threads: Vec<(i32, OsThreadState)>,
+    pub cmdline: String,
+}
+
+impl StaticOs {
+    pub fn sleeping(tids: &[i32]) -> StaticOs {
+        let st = OsThreadState { state: Some('S'), syscall: Some(Some(7)), futex_addr: None, comm: None };
+        StaticOs { threads: tids.iter().map(|t| (*t, st.clone())).collect(), cmdline: String::new() }
+    }
+}
+
+impl OsView for StaticOs {
+    fn thread_ids(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self.threads.iter().map(|t| t.0).collect();
+        v.sort();
+        v
+    }
+    fn thread_state(&self, tid: i32) -> OsThreadState {
+        self.threads.iter().find(|t| t.0 == tid).map(|t| t.1.clone()).unwrap_or_default()
+    }
+    fn cmdline(&self) -> String {
+        self.cmdline.clone()
+    }
+    fn alive(&self) -> bool {
+        true
+    }
+    fn cpu_ticks(&self) -> HashMap<i32, u64> {
+        HashMap::new()
+    }
+    fn kind(&self) -> &'static str {
+        "synthetic"
+    }
+}
+
+/// Clock ticks per second, for turning `cpu_ticks` into seconds.
+pub fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+/// Whether every thread of a live process is stopped (SIGSTOP or a debugger): it is already still,
+/// so a `--blocking` read needs no pause and must leave it stopped as found.
+pub fn all_stopped(pid: i32) -> bool {
+    let os = LiveOs { pid };
+    let tids = os.thread_ids();
+    !tids.is_empty() && tids.iter().all(|t| matches!(os.thread_state(*t).state, Some('T' | 't')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_cpu_from_state_and_syscall() {
+        let s = |state, syscall| OsThreadState { state, syscall, ..Default::default() };
+        assert_eq!(s(Some('R'), None).on_cpu(), Some(true));
+        assert_eq!(s(Some('S'), Some(Some(202))).on_cpu(), Some(false));
+        assert_eq!(s(Some('T'), Some(None)).on_cpu(), Some(true));
+        assert_eq!(s(Some('T'), Some(Some(7))).on_cpu(), Some(false));
+        assert_eq!(s(None, Some(None)).on_cpu(), Some(true));
+        assert_eq!(s(None, None).on_cpu(), None);
+        assert!(s(Some('T'), Some(Some(202))).blocked());
+        assert!(!s(Some('R'), None).blocked());
+    }
+
+    #[test]
+    fn live_view_of_this_process() {
+        let os = LiveOs { pid: std::process::id() as i32 };
+        let tids = os.thread_ids();
+        assert!(tids.contains(&(std::process::id() as i32)));
+        assert!(os.alive());
+        assert!(!os.cmdline().is_empty());
+        assert!(os.thread_state(tids[0]).state.is_some());
+    }
+}
