@@ -3,14 +3,15 @@
 #
 # Idempotent and cached under ${TASKSPY_CACHE:-$HOME/.cache/taskspy}; a rerun with a complete cache
 # does no network access and takes well under 2 s. Steps:
-#   1. apt: patchelf, tmux, gcc (installed only when missing).
+#   1. apt: patchelf, tmux, gcc, gdb (gcore), zstd, lz4 (installed only when missing).
 #   2. pyenv interpreters already on the machine ($(pyenv root)/versions, else ~/.pyenv/versions).
 #   3. Debian unstable CPython 3.13/3.14/3.15 from binary .debs, via a private apt configuration
 #      (the archive address is read from this machine's apt sources, never hard-coded), unpacked
 #      with `dpkg -x` into one private root per version: $CACHE/debian/3.X/root. The interpreter
 #      is patched (patchelf) to use the root's own loader and libraries, so it runs directly
 #      (/proc/PID/exe is the python binary) with no environment variables.
-#   4. py-spy (comparison oracle) and maturin in a venv: $CACHE/venv-tools.
+#   4. py-spy (comparison oracle), maturin and jsonschema (validates docs/snapshot.schema.json
+#      in the tests) in a venv: $CACHE/venv-tools.
 #   5. $CACHE/interpreters.tsv: label, version, python path, kind, extra env ("-" = none).
 #
 # Environment:
@@ -65,7 +66,7 @@ py_version() {
 is_installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]; }
 
 missing=()
-for p in patchelf tmux gcc; do
+for p in patchelf tmux gcc gdb zstd lz4; do
     is_installed "$p" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -359,7 +360,8 @@ TOOLS=$CACHE/venv-tools
 PYSPY_VER=
 tools_ok() {
     PYSPY_VER=$("$TOOLS/bin/py-spy" --version 2>/dev/null | awk '{print $2}') && [[ -n $PYSPY_VER ]] \
-        && "$TOOLS/bin/maturin" --version >/dev/null 2>&1
+        && "$TOOLS/bin/maturin" --version >/dev/null 2>&1 \
+        && "$TOOLS/bin/python" -c 'import jsonschema' >/dev/null 2>&1
 }
 if ! tools_ok || [[ ${TASKSPY_REFRESH:-} == 1 ]]; then
     hostpy=/usr/bin/python3
@@ -367,10 +369,10 @@ if ! tools_ok || [[ ${TASKSPY_REFRESH:-} == 1 ]]; then
     if [[ -z $hostpy ]]; then
         log "SKIP py-spy: no python3 on this machine"
     else
-        log "tools: installing py-spy and maturin into $TOOLS"
+        log "tools: installing py-spy, maturin and jsonschema into $TOOLS"
         [[ -x $TOOLS/bin/pip ]] || { rm -rf "$TOOLS"; "$hostpy" -m venv "$TOOLS" >&2; }
         if ! "$TOOLS/bin/pip" install -q --disable-pip-version-check --retries 1 --timeout 30 \
-                --upgrade py-spy maturin >"$CACHE/venv-tools.log" 2>&1; then
+                --upgrade py-spy maturin jsonschema >"$CACHE/venv-tools.log" 2>&1; then
             log "tools: pip install failed: $(grep -m1 -E 'ERROR' "$CACHE/venv-tools.log" || true)"
         fi
         tools_ok || { log "SKIP py-spy: not available (see $CACHE/venv-tools.log)"; PYSPY_VER=; }

@@ -9,7 +9,7 @@ pub mod notes;
 use super::maps::MapEntry;
 use super::os::{OsThreadState, OsView, SYS_FUTEX};
 use super::target::{find_python, FileOpener, Target};
-use super::Memory;
+use super::{Buf, Memory};
 use crate::error::{Error, Result};
 use files::DiskFiles;
 use memory::CoreMemory;
@@ -110,17 +110,16 @@ pub fn open(opts: &CoreOptions) -> Result<Target> {
         opts.lib_root.clone(),
         opts.exe.clone().map(|e| (core_exe.clone().unwrap_or_else(|| e.display().to_string()), e)),
         opts.force,
+        info.files.clone(),
     ));
     let mem = Arc::new(CoreMemory::new(data.clone(), info.segments.clone(), info.files.clone(), disk.clone()));
 
-    // Build-ids as the core recorded them (the first page of each ELF mapping, when dumped).
+    // Build-ids as the core recorded them (kernel cores keep each ELF's first page; gcore only
+    // pages that were written, so there the file layout is checked instead).
     let mut ids = HashMap::new();
     for f in info.files.iter().filter(|f| f.offset == 0) {
-        let mut page = vec![0u8; (f.end - f.start).min(4096) as usize];
-        if mem.read_core_only(f.start, &mut page).is_ok() {
-            if let Some(id) = notes::build_id(&page) {
-                ids.entry(f.path.clone()).or_insert(id);
-            }
+        if let Some(id) = in_memory_build_id(&mem, f.start) {
+            ids.entry(f.path.clone()).or_insert(id);
         }
     }
     disk.set_expected(ids);
@@ -151,9 +150,13 @@ pub fn open(opts: &CoreOptions) -> Result<Target> {
         })
         .collect();
     if maps.is_empty() {
-        return Err(bad("the core has no NT_FILE note (which files were mapped where), so the Python binary \
-                        cannot be located; cores from Linux 3.7+ and gdb's gcore have one"
-            .into()));
+        return Err(bad(if info.needed_len > data.len() as u64 {
+            "truncated core: its NT_FILE note (which files were mapped where) is past the end of the file".into()
+        } else {
+            "the core has no NT_FILE note (which files were mapped where), so the Python binary cannot be \
+             located; cores from Linux 3.7+ and gdb's gcore have one"
+                .into()
+        }));
     }
     let found = find_python(pid, &exe, &maps, &CoreFiles(&disk)).map_err(|e| match e {
         Error::NotPython { pid, detail } => Error::NotPython { pid, detail: format!("core {shown}: {detail}") },
@@ -178,6 +181,37 @@ pub fn open(opts: &CoreOptions) -> Result<Target> {
         runtime_addr: found.runtime_addr,
         asyncio: found.asyncio,
     })
+}
+
+/// The GNU build-id of the ELF mapped at `start`, read from what the core itself holds: its
+/// program headers (first page) and its PT_NOTE segment at the note's loaded address.
+fn in_memory_build_id(mem: &CoreMemory, start: u64) -> Option<Vec<u8>> {
+    let mut head = [0u8; 64];
+    mem.read_core_only(start, &mut head).ok()?;
+    if &head[..4] != b"\x7fELF" || head[4] != 2 {
+        return None;
+    }
+    let phoff = head.u64_at(32);
+    let phnum = head.u16_at(56) as u64;
+    if phnum == 0 || phnum > 64 {
+        return None;
+    }
+    let mut ph = vec![0u8; (phnum * 56) as usize];
+    mem.read_core_only(start.checked_add(phoff)?, &mut ph).ok()?;
+    let entries: Vec<&[u8]> = ph.chunks_exact(56).collect();
+    let first_load = entries.iter().find(|e| e.u32_at(0) == 1)?;
+    let bias = start.wrapping_sub(first_load.u64_at(16) & !0xfff);
+    for e in entries.iter().filter(|e| e.u32_at(0) == 4) {
+        let (vaddr, size) = (e.u64_at(16), e.u64_at(32).min(4096));
+        let mut n = vec![0u8; size as usize];
+        if mem.read_core_only(vaddr.wrapping_add(bias), &mut n).is_err() {
+            continue;
+        }
+        if let Some(id) = notes::gnu_build_id_note(&n) {
+            return Some(id);
+        }
+    }
+    None
 }
 
 /// The full command line, from the initial stack: the aux vector (which NT_AUXV gives us) sits on

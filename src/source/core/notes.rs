@@ -238,18 +238,25 @@ pub fn build_id(elf: &[u8]) -> Option<Vec<u8>> {
         if ph.u32_at(0) != PT_NOTE {
             continue;
         }
-        // In a file notes are at p_offset; in memory, at the same place relative to the start of
-        // the first page (notes sit in the first PT_LOAD, whose offset and vaddr agree).
-        let Some(mut n) = slice(elf, ph.u64_at(8), ph.u64_at(32)) else { continue };
-        while n.len() >= 12 {
-            let (namesz, descsz, ty) = (n.u32_at(0) as u64, n.u32_at(4) as u64, n.u32_at(8));
-            let name_end = 12 + ((namesz + 3) & !3);
-            let desc_end = name_end + ((descsz + 3) & !3);
-            if ty == 3 && slice(n, 12, namesz).map(cstr).as_deref() == Some("GNU") {
-                return slice(n, name_end, descsz).map(<[u8]>::to_vec);
-            }
-            n = n.get(desc_end as usize..)?;
+        // In a file the notes are at p_offset.
+        let Some(n) = slice(elf, ph.u64_at(8), ph.u64_at(32)) else { continue };
+        if let Some(id) = gnu_build_id_note(n) {
+            return Some(id);
         }
+    }
+    None
+}
+
+/// The NT_GNU_BUILD_ID note's descriptor in a run of ELF notes.
+pub fn gnu_build_id_note(mut n: &[u8]) -> Option<Vec<u8>> {
+    while n.len() >= 12 {
+        let (namesz, descsz, ty) = (n.u32_at(0) as u64, n.u32_at(4) as u64, n.u32_at(8));
+        let name_end = 12 + ((namesz + 3) & !3);
+        let desc_end = name_end + ((descsz + 3) & !3);
+        if ty == 3 && slice(n, 12, namesz).map(cstr).as_deref() == Some("GNU") {
+            return slice(n, name_end, descsz).map(<[u8]>::to_vec);
+        }
+        n = n.get(desc_end as usize..)?;
     }
     None
 }
