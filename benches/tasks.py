@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -130,6 +131,15 @@ def main():
         ("`taskspy ps`", lambda pid: [args.taskspy, "ps", str(pid)], "table", True),
         ("`python3.14 -m asyncio pstree`", lambda pid: [args.python, "-m", "asyncio", "pstree", str(pid)], "tree", False),
     ]
+    # A core of the same parked process, written by gcore before the runs: `dump --core` reads it
+    # like a live process (the binaries come from disk).
+    core = {"path": None}
+    gcore = shutil.which("gcore")
+    if gcore:
+        tools.insert(1, ("`taskspy dump --core CORE --json`", lambda pid: [args.taskspy, "dump", "--core", core["path"], "--json"],
+                         "json", True))
+    else:
+        print("tasks.py: gcore (gdb) missing: no `dump --core` rows", file=sys.stderr)
     if args.pyspy:
         tools.append(("`py-spy dump` (threads only)", lambda pid: [args.pyspy, "dump", "--pid", str(pid)], "threads", False))
 
@@ -150,7 +160,13 @@ def main():
             fx, ready_s = start_fixture(args.python, leaves)
             try:
                 time.sleep(args.settle)
-                fixtures.append((expected, ready_s, rss_kb(fx.pid)))
+                core_size = 0
+                if gcore:
+                    prefix = os.path.join(tmp, f"core-{leaves}")
+                    subprocess.run([gcore, "-o", prefix, str(fx.pid)], capture_output=True, timeout=600)
+                    core["path"] = f"{prefix}.{fx.pid}"
+                    core_size = os.path.getsize(core["path"]) if os.path.exists(core["path"]) else 0
+                fixtures.append((expected, ready_s, rss_kb(fx.pid), core_size))
                 runs = {t[0]: [] for t in tools}
                 limit = {t[0]: args.runs for t in tools}
                 # Warm-up: one unmeasured run per tool (page cache, .pyc, binaries).
@@ -208,6 +224,8 @@ def main():
             finally:
                 fx.kill()
                 fx.wait()
+                if core["path"] and os.path.exists(core["path"]):
+                    os.unlink(core["path"])
     finally:
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))
@@ -231,8 +249,8 @@ def main():
         f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; reproduce with `{command}`",
     ]))
     lines.append("")
-    fx_rows = [[f"{n:,}", f"{s:.2f} s", measure.fmt_mb(kb)] for n, s, kb in fixtures]
-    lines.append(measure.table(["fixture tasks", "spawn to READY", "fixture RSS"], fx_rows))
+    fx_rows = [[f"{n:,}", f"{s:.2f} s", measure.fmt_mb(kb), fmt_bytes(cs) if cs else "–"] for n, s, kb, cs in fixtures]
+    lines.append(measure.table(["fixture tasks", "spawn to READY", "fixture RSS", "gcore core size"], fx_rows))
     lines.append("")
     lines.append(measure.table(["tasks", "tool", "runs", "median wall", "min – max", "median CPU", "peak RSS",
                                 "stdout", "exit", "tasks shown", f"goal ({GOALS_TEXT})"], rows))
