@@ -39,12 +39,16 @@ pub fn findings(s: &Snapshot) -> Vec<Finding> {
             (l.address.as_str(), LockRef { kind: l.kind.clone(), address: l.address.clone(), name: l.name.clone() })
         })
         .collect();
-    let mut interps: Vec<i64> = s.tasks.iter().map(|t| t.interpreter).collect();
+    // Lock findings need a waiter: only then are actors built (labels cost an allocation each).
+    let mut interps: Vec<i64> = s.tasks.iter().filter(|t| t.waits_for_lock.is_some()).map(|t| t.interpreter).collect();
     interps.sort_unstable();
     interps.dedup();
     for interp in interps {
         let actors: Vec<Actor> = s.tasks.iter().filter(|t| t.interpreter == interp).map(task_actor).collect();
         out.extend(lock_findings(&actors, &locks, "lock-cycle", false));
+    }
+    if s.threads.iter().all(|t| t.waits_for_lock.is_none()) {
+        return out;
     }
     let actors: Vec<Actor> = s
         .threads
