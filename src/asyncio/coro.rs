@@ -54,7 +54,13 @@ impl Asyncio<'_> {
                 len = self.read_object(obj, &mut buf)?;
                 self.kind_of_type(buf[..len].u64_at(self.py.off.ob_type))
             } else {
-                self.kind(obj)
+                // The task's own coroutine must be readable; a later link that is not is simply
+                // where the chain ends (an awaited object of unknown kind).
+                match self.py.ob_type(obj) {
+                    Ok(ty) => self.kind_of_type(ty),
+                    Err(e) if obj == coro => return Err(e),
+                    Err(_) => ObjKind::Other,
+                }
             };
             match kind {
                 ObjKind::Coroutine | ObjKind::Generator => {

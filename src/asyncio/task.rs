@@ -67,14 +67,15 @@ impl Asyncio<'_> {
             _ => FutState::Finished,
         };
         let name_obj = b.u64_at(o.task_name);
-        let name = self.task_name(name_obj);
+
         let coro = b.u64_at(o.task_coro);
         let waiter = b.u64_at(o.task_fut_waiter);
-        let (chain, error) = if coro != 0 && state == FutState::Pending {
+        let (chain, mut error) = if coro != 0 && state == FutState::Pending {
             chain_or_error(self.await_chain(coro))?
         } else {
             (AwaitChain::default(), None)
         };
+        let name = self.name_or_error(name_obj, &mut error)?;
         let awaited_by = match (o.fut_awaited_by, o.fut_awaited_by_is_set) {
             (Some(ab), Some(is_set)) => {
                 let v = b.u64_at(ab);
@@ -119,11 +120,12 @@ impl Asyncio<'_> {
         };
         let coro = attr("_coro");
         let waiter = attr("_fut_waiter");
-        let (chain, error) = if coro != 0 && state == FutState::Pending {
+        let (chain, mut error) = if coro != 0 && state == FutState::Pending {
             chain_or_error(self.await_chain(coro))?
         } else {
             (AwaitChain::default(), None)
         };
+        let name = self.name_or_error(attr("_name"), &mut error)?;
         let mut callbacks = Vec::new();
         let cbs = attr("_callbacks");
         if cbs != 0 {
@@ -137,7 +139,7 @@ impl Asyncio<'_> {
         }
         Ok(RawTask {
             addr,
-            name: self.task_name(attr("_name")),
+            name,
             state,
             loop_addr: attr("_loop"),
             fut_waiter: (waiter != 0 && Some(waiter) != py.types.none).then_some(waiter),
@@ -151,15 +153,31 @@ impl Asyncio<'_> {
     }
 
     /// A task's name: a str, or (3.12+) an int N meaning "Task-N" until first asked for.
-    pub fn task_name(&self, obj: u64) -> String {
+    pub fn task_name(&self, obj: u64) -> MemResult<String> {
         let py = self.py;
         if obj == 0 {
-            return String::new();
+            return Ok(String::new());
         }
-        match py.ob_type(obj) {
-            Ok(t) if Some(t) == py.types.long => py.read_long(obj).map(|n| format!("Task-{n}")).unwrap_or_default(),
-            _ => py.read_str(obj).unwrap_or_else(|_| "<unreadable name>".into()),
+        match py.ob_type(obj)? {
+            t if Some(t) == py.types.long => py.read_long(obj).map(|n| format!("Task-{n}")),
+            _ => py.read_str(obj),
         }
+    }
+
+    /// The name, or a placeholder and the reason it could not be read.
+    fn name_or_error(&self, obj: u64, error: &mut Option<String>) -> MemResult<String> {
+        Ok(match self.task_name(obj) {
+            Ok(n) => n,
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                let why = format!("name unreadable: {e}");
+                *error = Some(match error.take() {
+                    Some(prev) => format!("{prev}; {why}"),
+                    None => why,
+                });
+                "<unreadable name>".into()
+            }
+        })
     }
 
     /// The callback objects registered on a C future: `fut_callback0` then `fut_callbacks[i][0]`.

@@ -15,7 +15,8 @@ pub struct CodeInfo {
     pub qualname: Option<Arc<str>>,
     pub filename: Arc<str>,
     pub firstlineno: i64,
-    pub linetable: Vec<u8>,
+    /// Shared between code objects that share the bytes object (read once per address).
+    pub linetable: Arc<[u8]>,
     pub kind: LineTableKind,
     pub firsttraceable: Option<i64>,
     /// 3.11+: number of locals+cells+frees; the value stack starts right after them.
@@ -76,6 +77,21 @@ impl PyProcess {
         Ok(info)
     }
 
+    /// A line table `bytes` object, read once per address: code objects made with
+    /// `code.replace()` share one, and a 1 MiB table must not be copied per code object.
+    fn linetable(&self, addr: u64) -> MemResult<Arc<[u8]>> {
+        if let Some(t) = crate::sync::lock(&self.linetables).get(&addr) {
+            return Ok(t.clone());
+        }
+        let t: Arc<[u8]> = self.read_bytes_obj(addr, MAX_LINETABLE)?.into();
+        let mut cache = crate::sync::lock(&self.linetables);
+        if cache.len() > 200_000 {
+            cache.clear();
+        }
+        cache.insert(addr, t.clone());
+        Ok(t)
+    }
+
     fn read_code(&self, addr: u64) -> MemResult<CodeInfo> {
         if addr == 0 || addr % 8 != 0 {
             return Err(MemError::Unmapped(addr));
@@ -92,7 +108,7 @@ impl PyProcess {
         };
         let filename: Arc<str> = self.read_str(b.u64_at(o.code_filename))?.into();
         let firstlineno = b.i32_at(o.code_firstlineno) as i64;
-        let linetable = self.read_bytes_obj(b.u64_at(o.code_linetable), MAX_LINETABLE)?;
+        let linetable = self.linetable(b.u64_at(o.code_linetable))?;
         let firsttraceable = o.code_firsttraceable.map(|f| b.i32_at(f) as i64);
         Ok(CodeInfo {
             name,

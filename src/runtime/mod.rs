@@ -60,6 +60,8 @@ pub struct PyProcess {
     pub asyncio_debug_addr: Option<u64>,
     code_cache: Mutex<HashMap<u64, Arc<code::CodeInfo>>>,
     type_name_cache: Mutex<HashMap<u64, String>>,
+    /// Line-table bytes objects by address (shared by code objects).
+    linetables: Mutex<HashMap<u64, Arc<[u8]>>>,
     /// Type address -> what kind of lock its instances are (if any).
     lock_kinds: Mutex<HashMap<u64, Option<locks::LockKind>>>,
     /// Kernel view of the target's threads (live /proc or a core's notes).
@@ -149,6 +151,7 @@ impl PyProcess {
             asyncio_debug_addr,
             code_cache: Mutex::new(HashMap::new()),
             type_name_cache: Mutex::new(HashMap::new()),
+            linetables: Mutex::new(HashMap::new()),
             lock_kinds: Mutex::new(HashMap::new()),
             os: target.os.clone(),
         })
@@ -200,6 +203,7 @@ impl PyProcess {
             asyncio_debug_addr: None,
             code_cache: Mutex::new(HashMap::new()),
             type_name_cache: Mutex::new(HashMap::new()),
+            linetables: Mutex::new(HashMap::new()),
             lock_kinds: Mutex::new(HashMap::new()),
             os,
         }
