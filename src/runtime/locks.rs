@@ -197,10 +197,16 @@ impl PyProcess {
     /// CPython before 3.14, so that frame's stack is scanned up to `co_stacksize` (callers validate
     /// every value by type).
     pub fn frame_values(&self, frame: u64, code: u64, innermost: bool) -> MemResult<FrameValues> {
+        self.frame_values_with(frame, code, innermost, true)
+    }
+
+    /// As `frame_values`; without `locals` only the value stack (and globals) are read.
+    pub fn frame_values_with(&self, frame: u64, code: u64, innermost: bool, locals: bool) -> MemResult<FrameValues> {
         let m = self.mem();
         let info = self.code_info(code)?;
         let lay = |st: &str, f: &str| self.layout.as_ref().and_then(|l| l.field(st, f));
-        let mut out = FrameValues { names: self.local_names(code), ..Default::default() };
+        let names = if locals { self.local_names(code) } else { std::sync::Arc::from(Vec::new()) };
+        let mut out = FrameValues { names, ..Default::default() };
         match self.off.frame {
             FrameOffsets::Object { .. } => {
                 let lp = frame
@@ -208,8 +214,10 @@ impl PyProcess {
                 let vs = m.read_u64(frame + lay("PyFrameObject", "f_valuestack").unwrap_or(64))?;
                 out.globals = m.read_u64(frame + lay("PyFrameObject", "f_globals").unwrap_or(48))?;
                 let nloc = if vs > lp { ((vs - lp) / 8).min(MAX_SLOTS) } else { 0 };
-                let locals = m.read_vec(lp, nloc as usize * 8)?;
-                out.locals.extend(words(&locals).enumerate());
+                if locals {
+                    let raw = m.read_vec(lp, nloc as usize * 8)?;
+                    out.locals.extend(words(&raw).enumerate());
+                }
                 let stacksize = lay("PyCodeObject", "co_stacksize")
                     .map(|o| m.read_i32(code + o).unwrap_or(0))
                     .unwrap_or(0)
@@ -231,8 +239,10 @@ impl PyProcess {
                 out.globals = m.read_u64(frame + globals_off)?;
                 let nlp = info.nlocalsplus.unwrap_or(0).clamp(0, MAX_SLOTS as i64) as u64;
                 let base = frame + localsplus;
-                let locals = m.read_vec(base, nlp as usize * 8)?;
-                out.locals.extend(words(&locals).map(|v| if tagged { v & !3 } else { v }).enumerate());
+                if locals {
+                    let raw = m.read_vec(base, nlp as usize * 8)?;
+                    out.locals.extend(words(&raw).map(|v| if tagged { v & !3 } else { v }).enumerate());
+                }
                 let sbase = base + 8 * nlp;
                 let stacksize = info.stacksize.unwrap_or(0).clamp(0, MAX_SLOTS as i64) as u64;
                 let end = match stack {

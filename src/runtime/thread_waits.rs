@@ -24,6 +24,11 @@ pub struct LockInfo {
 /// Lock objects seen in one snapshot, by address.
 pub type LockTable = HashMap<u64, LockInfo>;
 
+/// Frames (innermost first) whose locals are searched for locks; deeper frames only show what
+/// their value stacks hold (where `with lock:` keeps a held lock). A blocked acquire has its lock
+/// in the innermost frames; scanning every local of a 10,000-frame stack costs seconds.
+pub const LOCALS_SCANNED_FRAMES: usize = 32;
+
 /// What one thread or task holds and waits for (lock addresses).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockFacts {
@@ -47,9 +52,12 @@ impl PyProcess {
         let mut innermost_stack_locks: Vec<u64> = Vec::new();
         let mut contended_bare: Vec<u64> = Vec::new();
         for (i, (faddr, code)) in stack.raw.iter().enumerate() {
-            let Ok(fv) = self.frame_values(*faddr, *code, i == 0) else { continue };
+            let with_locals = i < LOCALS_SCANNED_FRAMES;
+            let Ok(fv) = self.frame_values_with(*faddr, *code, i == 0, with_locals) else { continue };
             let mut candidates: Vec<(u64, bool)> = fv.stack.iter().map(|v| (*v, true)).collect();
-            candidates.extend(fv.locals.iter().map(|(_, v)| (*v, false)));
+            if with_locals {
+                candidates.extend(fv.locals.iter().map(|(_, v)| (*v, false)));
+            }
             for (v, on_stack) in candidates {
                 // Any reference can be the lock a blocked thread is acquiring (matched by its
                 // semaphore below), but only `with` evidence on the stack means "held".

@@ -530,6 +530,8 @@ pub struct Fixture {
     pub what: String,
     /// stdout lines printed before READY
     pub before_ready: Vec<String>,
+    /// The READY line itself (fixtures may say what they set up after the word).
+    pub ready_line: String,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
     exited: Option<ExitStatus>,
@@ -568,12 +570,23 @@ impl Fixture {
         drain(child.stderr.take().unwrap(), stderr.clone());
         // Keeps reading after READY, so the fixture never blocks on a full pipe.
         let rx = read_lines(stdout);
-        let mut f =
-            Fixture { child, pid, what: what.to_string(), before_ready: Vec::new(), lines: rx, stderr, exited: None };
+        let mut f = Fixture {
+            child,
+            pid,
+            what: what.to_string(),
+            before_ready: Vec::new(),
+            ready_line: String::new(),
+            lines: rx,
+            stderr,
+            exited: None,
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match f.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(l) if l.starts_with("READY") => break,
+                Ok(l) if l.starts_with("READY") => {
+                    f.ready_line = l;
+                    break;
+                }
                 Ok(l) => f.before_ready.push(l),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     std::thread::sleep(Duration::from_millis(100));
