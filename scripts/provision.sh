@@ -12,6 +12,8 @@
 #      (/proc/PID/exe is the python binary) with no environment variables.
 #   4. py-spy (comparison oracle), maturin and jsonschema (validates docs/snapshot.schema.json
 #      in the tests) in a venv: $CACHE/venv-tools.
+#   3b. free-threaded python3.14t built from ../shared/cpython/Python-3.14.7.tar.xz (or
+#      $TASKSPY_CPYTHON_SRC) when present: $CACHE/ft/<sha>/prefix (skip with TASKSPY_NO_FT=1).
 #   5. $CACHE/interpreters.tsv: label, version, python path, kind, extra env ("-" = none).
 #
 # Environment:
@@ -352,6 +354,56 @@ for x in "${DEB_MINORS[@]}"; do
         rm -f "$DEB_DIR/3.$x/stamp"
     fi
 done
+
+# ---------------------------------------------------------------------------------------------
+# 3b. Free-threaded CPython 3.14 (python3.14t), built from the source tarball the machine provides
+# ---------------------------------------------------------------------------------------------
+# From ../shared/cpython/Python-3.14.7.tar.xz (next to the project) or $TASKSPY_CPYTHON_SRC, into
+# $CACHE/ft/<tarball sha256 prefix>/prefix; about 10 minutes on 2 cores, once. The same binary is
+# listed twice: GIL off (the default) and with PYTHON_GIL=1. Nothing of it enters the repository.
+FT_SRC=${TASKSPY_CPYTHON_SRC:-}
+if [[ -z $FT_SRC ]]; then
+    for cand in "$(dirname "$0")/../../shared/cpython/Python-3.14.7.tar.xz" /work/shared/cpython/Python-3.14.7.tar.xz; do
+        [[ -f $cand ]] && { FT_SRC=$(cd "$(dirname "$cand")" && pwd -P)/${cand##*/}; break; }
+    done
+fi
+provision_ft() {
+    local src=$1 sum dir prefix py work log
+    sum=$(sha256sum "$src" | cut -c1-16)
+    dir=$CACHE/ft/$sum
+    prefix=$dir/prefix
+    py=$(compgen -G "$prefix/bin/python3.*t" | head -n1 || true)
+    if [[ -f $dir/stamp && -n $py && -x $py ]]; then
+        echo "$py"; return 0
+    fi
+    [[ -f $dir/failed && ${TASKSPY_REFRESH:-} != 1 ]] && { log "SKIP free-threaded: earlier build failed (see $dir/build.log; TASKSPY_REFRESH=1 retries)"; return 1; }
+    log "free-threaded: building CPython from ${src##*/} with --disable-gil (about 10 minutes, once)"
+    rm -rf "$dir"; mkdir -p "$dir"
+    work=$dir/src; log=$dir/build.log
+    mkdir -p "$work"
+    if ! { tar -xJf "$src" -C "$work" --strip-components=1 \
+            && (cd "$work" && ./configure --disable-gil --prefix="$prefix" --with-ensurepip=no \
+                && make -j"$(nproc)" && make install); } >"$log" 2>&1; then
+        log "SKIP free-threaded: build failed (last lines of $log:)"; tail -n 5 "$log" >&2
+        touch "$dir/failed"; return 1
+    fi
+    rm -rf "$work"
+    py=$(compgen -G "$prefix/bin/python3.*t" | head -n1 || true)
+    [[ -n $py ]] || { log "SKIP free-threaded: no python3.*t after make install"; touch "$dir/failed"; return 1; }
+    "$py" -c 'import sys; assert not sys._is_gil_enabled()' || { log "SKIP free-threaded: $py runs with the GIL"; touch "$dir/failed"; return 1; }
+    echo "$sum" >"$dir/stamp"
+    echo "$py"
+}
+if [[ ${TASKSPY_NO_FT:-} == 1 ]]; then
+    log "SKIP free-threaded: TASKSPY_NO_FT=1"
+elif [[ -z $FT_SRC ]]; then
+    log "SKIP free-threaded: no CPython source (../shared/cpython/Python-3.14.7.tar.xz or TASKSPY_CPYTHON_SRC)"
+elif ftpy=$(provision_ft "$FT_SRC"); then
+    if ver=$(py_version "$ftpy"); then
+        add_row "ft-${ver}t" "${ver}t" "$ftpy" freethreaded -
+        add_row "ft-${ver}t+gil" "${ver}t+gil" "$ftpy" freethreaded PYTHON_GIL=1
+    fi
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 4. py-spy (and maturin) in $CACHE/venv-tools

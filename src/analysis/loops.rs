@@ -2,7 +2,7 @@
 //! without returning to the selector longer than a threshold starves every other task of it.
 
 use crate::model::{Evidence, Finding, Frame, Snapshot, TaskSnap};
-use crate::snapshot::capture::in_selector;
+use crate::model::frame::in_selector;
 use std::collections::HashMap;
 
 /// Per event-loop thread: which task has been running since when, without returning to the selector.

@@ -177,7 +177,7 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
     interp_snaps.sort_by_key(|i| i.id);
     for l in &mut loops {
         l.in_selector =
-            l.thread.and_then(|tid| threads.iter().find(|t| t.tid == Some(tid))).map(|t| in_selector(&t.frames));
+            l.thread.and_then(|tid| threads.iter().find(|t| t.tid == Some(tid))).map(|t| crate::model::frame::in_selector(&t.frames));
     }
     let tid_of_ident: HashMap<u64, Option<i32>> = threads.iter().map(|t| (t.ident, t.tid)).collect();
     let mut lock_snaps: Vec<LockSnap> = locks
@@ -221,14 +221,6 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
         locks: lock_snaps,
         loops,
     })
-}
-
-/// Whether a thread's innermost frames are the event loop's selector (waiting for I/O/timers).
-pub fn in_selector(frames: &[crate::model::Frame]) -> bool {
-    frames.iter().take(3).any(|f| {
-        let func = f.function.rsplit('.').next().unwrap_or("");
-        f.file.ends_with("selectors.py") && matches!(func, "select" | "poll" | "_run_once")
-    }) || frames.first().map(|f| f.file.contains("uvloop")).unwrap_or(false)
 }
 
 fn classify(py: &PyProcess, rec: &ThreadRecord, interp: &InterpInfo, os: &OsThreadState, has_tid: bool) -> ThreadState {
