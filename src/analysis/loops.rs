@@ -1,8 +1,8 @@
 //! Blocked event loops over a series of snapshots: a loop whose thread keeps running one task
 //! without returning to the selector longer than a threshold starves every other task of it.
 
-use crate::model::{Evidence, Finding, Frame, Snapshot, TaskSnap};
 use crate::model::frame::in_selector;
+use crate::model::{Evidence, Finding, Frame, Snapshot, TaskSnap};
 use std::collections::HashMap;
 
 /// Per event-loop thread: which task has been running since when, without returning to the selector.

@@ -176,8 +176,10 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
     threads.sort_by_key(|t| (t.interpreter, t.tid != Some(py.pid)));
     interp_snaps.sort_by_key(|i| i.id);
     for l in &mut loops {
-        l.in_selector =
-            l.thread.and_then(|tid| threads.iter().find(|t| t.tid == Some(tid))).map(|t| crate::model::frame::in_selector(&t.frames));
+        l.in_selector = l
+            .thread
+            .and_then(|tid| threads.iter().find(|t| t.tid == Some(tid)))
+            .map(|t| crate::model::frame::in_selector(&t.frames));
     }
     let tid_of_ident: HashMap<u64, Option<i32>> = threads.iter().map(|t| (t.ident, t.tid)).collect();
     let mut lock_snaps: Vec<LockSnap> = locks

@@ -45,9 +45,13 @@ pub trait OsView: Send + Sync {
     /// The command line, arguments joined by spaces (empty when unknown).
     fn cmdline(&self) -> String;
     /// Whether the target still exists (a core always does).
-    fn alive(&self) -> bool;
+    fn alive(&self) -> bool {
+        true
+    }
     /// utime + stime of each thread, in clock ticks (empty offline).
-    fn cpu_ticks(&self) -> HashMap<i32, u64>;
+    fn cpu_ticks(&self) -> HashMap<i32, u64> {
+        HashMap::new()
+    }
     /// "live" or "core".
     fn kind(&self) -> &'static str;
 }
@@ -148,12 +152,6 @@ impl OsView for StaticOs {
     }
     fn cmdline(&self) -> String {
         self.cmdline.clone()
-    }
-    fn alive(&self) -> bool {
-        true
-    }
-    fn cpu_ticks(&self) -> HashMap<i32, u64> {
-        HashMap::new()
     }
     fn kind(&self) -> &'static str {
         "synthetic"

@@ -53,12 +53,6 @@ impl OsView for CoreOs {
     fn cmdline(&self) -> String {
         self.cmdline.clone()
     }
-    fn alive(&self) -> bool {
-        true
-    }
-    fn cpu_ticks(&self) -> HashMap<i32, u64> {
-        HashMap::new()
-    }
     fn kind(&self) -> &'static str {
         "core"
     }
