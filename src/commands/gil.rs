@@ -2,11 +2,11 @@
 //! target, then report shares per thread, CPU use from /proc, top stacks while holding, switches/s.
 
 use super::Output;
-use crate::analysis::gil::{GilReport, GilStats, ThreadSample};
+use crate::analysis::gil::{GilReport, GilStats};
 use crate::error::Result;
 use crate::render::escape::escape;
 use crate::runtime::PyProcess;
-use crate::snapshot;
+use crate::snapshot::{self, gil_sample};
 use crate::source::{self, os::clock_ticks_per_second, pause};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -26,7 +26,6 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
     let mut names: HashMap<i32, Option<String>> =
         first.threads.iter().filter_map(|t| Some((t.tid?, t.name.clone()))).collect();
     let tid_by_ident: HashMap<u64, i32> = first.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect();
-    let free_threaded_no_gil = first.python.free_threaded && !first.python.gil_enabled;
 
     let rate = opts.rate.clamp(1.0, 100_000.0);
     let period = Duration::from_secs_f64(1.0 / rate);
@@ -34,12 +33,11 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(opts.duration.max(0.01));
     let mut next = start;
-    let mut stats = GilStats::default();
+    let mut stats = if py.free_threaded { GilStats::free_threaded() } else { GilStats::default() };
     let mut errors = 0u64;
-    let current_is_global = py.off.rt_tstate_current.is_some();
     while Instant::now() < end && !pause::interrupted() {
-        match sample(&py, &tid_by_ident, current_is_global) {
-            Ok((held, sw, threads)) => stats.add(held, sw, &threads),
+        match gil_sample::sample(&py, &tid_by_ident) {
+            Ok(s) => stats.add(&s),
             Err(crate::source::MemError::Exited) => break,
             Err(_) => errors += 1,
         }
@@ -62,12 +60,13 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
         names.entry(*tid).or_insert(None);
     }
     let report = stats.report(elapsed, rate, &names, &cpu, 3);
-    let note = if free_threaded_no_gil {
-        Some("free-threaded build with the GIL disabled: there is no GIL to contend for".to_string())
-    } else if first.python.free_threaded {
-        Some("free-threaded build, but the GIL is enabled at run time (an extension module without free-threading support re-enables it)".to_string())
-    } else {
-        None
+    let note = match (&first.python.gil_reason, first.python.free_threaded, first.python.gil_enabled) {
+        (_, true, false) => Some(
+            "free-threaded build with the GIL disabled: no GIL to contend for; what limits parallelism is below"
+                .to_string(),
+        ),
+        (Some(r), true, true) => Some(format!("free-threaded build, GIL {}", r.detail)),
+        _ => None,
     };
     if opts.json {
         let mut v = serde_json::to_value(&report).unwrap_or_default();
@@ -78,34 +77,53 @@ pub fn run(opts: &GilOptions) -> Result<Output> {
         v["note"] = note.clone().into();
         return Ok(Output::Json(v));
     }
-    Ok(Output::Text(text(&report, &first.python.version, opts.pid, note.as_deref(), errors)))
+    Ok(Output::Text(text(&report, &first.python, opts.pid, note.as_deref(), errors)))
 }
 
-type Sample = (bool, Option<u64>, Vec<ThreadSample>);
+fn frame_text(f: &Option<crate::model::Frame>) -> String {
+    f.as_ref().map(|f| format!(" in {} ({}:{})", escape(&f.function), escape(&f.file), f.line)).unwrap_or_default()
+}
 
-fn sample(py: &PyProcess, tid_by_ident: &HashMap<u64, i32>, _global: bool) -> Result<Sample, crate::source::MemError> {
-    let interps = py.interpreters()?;
-    let current = py.tstate_current()?;
-    let mut held = false;
-    let mut sw = None;
-    let mut out = Vec::new();
-    for (i, interp) in interps.iter().enumerate() {
-        if interp.id == 0 || i == 0 {
-            held |= interp.gil_locked && interp.gil_enabled;
-            sw = sw.or(interp.gil_switch_number);
-        }
-        for rec in py.threads_of(interp, current)? {
-            let Some(tid) = rec.native_tid.or_else(|| tid_by_ident.get(&rec.ident).copied()) else { continue };
-            let waiting = !rec.holds_gil
-                && (rec.gil_requested || interp.is_gil_futex(py.os.thread_state(tid).futex_addr, py.off.gil_size));
-            let stack = if rec.holds_gil { py.walk_frames(rec.top_frame).ok().map(|s| s.frames) } else { None };
-            out.push(ThreadSample { tid, holds_gil: rec.holds_gil, waiting_gil: waiting, stack });
+fn free_threading_text(o: &mut String, ft: &crate::analysis::gil::FreeThreadingReport) {
+    let dist: Vec<String> = ft
+        .parallelism_pct
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| **p > 0.0)
+        .map(|(n, p)| format!("{n}: {p:.1}%"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "Threads running Python at once: {:.2} on average, at most {} (share of samples by count: {})",
+        ft.parallelism,
+        ft.parallelism_max,
+        dist.join(", ")
+    );
+    let _ = writeln!(o, "Stop-the-world pauses: {:.1}% of samples", ft.stop_the_world_pct);
+    for w in &ft.stop_the_world_by {
+        let who = match (w.requester, &w.requester_name) {
+            (Some(t), Some(n)) => format!("thread {t} ({})", escape(n)),
+            (Some(t), None) => format!("thread {t}"),
+            _ => "an unknown thread".to_string(),
+        };
+        let what = if w.gc { "garbage collection" } else { "a pause" };
+        let _ = writeln!(o, "  {:>5.1}%  {what} requested by {who}{}", w.pct, frame_text(&w.frame));
+    }
+    if !ft.lock_waits.is_empty() {
+        let _ = writeln!(o, "Threads blocked acquiring a lock (detached, not running Python):");
+        for w in &ft.lock_waits {
+            let name = w.name.as_deref().map(escape).unwrap_or_else(|| "-".into());
+            let lock = match &w.lock.name {
+                Some(n) => format!("{} '{}' {}", w.lock.kind, escape(n), w.lock.address),
+                None => format!("{} {}", w.lock.kind, w.lock.address),
+            };
+            let _ = writeln!(o, "  {:>5.1}%  {name} ({}) on {lock}{}", w.pct, w.tid, frame_text(&w.frame));
         }
     }
-    Ok((held, sw, out))
 }
 
-fn text(r: &GilReport, version: &str, pid: i32, note: Option<&str>, errors: u64) -> String {
+fn text(r: &GilReport, python: &crate::model::PythonInfo, pid: i32, note: Option<&str>, errors: u64) -> String {
+    let version = &python.version;
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -119,21 +137,52 @@ fn text(r: &GilReport, version: &str, pid: i32, note: Option<&str>, errors: u64)
     if let Some(n) = note {
         let _ = writeln!(o, "{n}");
     }
-    let _ = writeln!(
-        o,
-        "GIL held in {:.1}% of samples{}",
-        r.gil_held_pct,
-        r.switches_per_s.map(|s| format!(", {s:.1} switches/s")).unwrap_or_default()
-    );
+    if python.gil_enabled {
+        let _ = writeln!(
+            o,
+            "GIL held in {:.1}% of samples{}",
+            r.gil_held_pct,
+            r.switches_per_s.map(|s| format!(", {s:.1} switches/s")).unwrap_or_default()
+        );
+    }
     if errors > 0 {
         let _ = writeln!(o, "({errors} samples could not be read and were skipped)");
     }
-    let _ = writeln!(o, "\n{:<9} {:<24} {:>8} {:>8} {:>8}", "TID", "NAME", "HOLDS", "WAITS", "CPU");
+    if let Some(ft) = &r.free_threading {
+        free_threading_text(&mut o, ft);
+    }
+    let ft = r.free_threading.is_some();
+    if ft {
+        let _ = writeln!(
+            o,
+            "\n{:<9} {:<24} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "TID", "NAME", "HOLDS", "WAITS", "PYTHON", "LOCKWAIT", "CPU"
+        );
+    } else {
+        let _ = writeln!(o, "\n{:<9} {:<24} {:>8} {:>8} {:>8}", "TID", "NAME", "HOLDS", "WAITS", "CPU");
+    }
     for t in &r.threads {
         let name = t.name.as_deref().map(escape).unwrap_or_else(|| "-".into());
         let cpu = t.cpu_pct.map(|c| format!("{c:.1}%")).unwrap_or_else(|| "-".into());
-        let _ =
-            writeln!(o, "{:<9} {:<24} {:>7.1}% {:>7.1}% {:>8}", t.tid, name, t.holds_gil_pct, t.waiting_gil_pct, cpu);
+        if ft {
+            let _ = writeln!(
+                o,
+                "{:<9} {:<24} {:>7.1}% {:>7.1}% {:>7.1}% {:>7.1}% {:>8}",
+                t.tid,
+                name,
+                t.holds_gil_pct,
+                t.waiting_gil_pct,
+                t.running_python_pct.unwrap_or(0.0),
+                t.lock_wait_pct.unwrap_or(0.0),
+                cpu
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "{:<9} {:<24} {:>7.1}% {:>7.1}% {:>8}",
+                t.tid, name, t.holds_gil_pct, t.waiting_gil_pct, cpu
+            );
+        }
     }
     for t in r.threads.iter().filter(|t| !t.top_stacks.is_empty()) {
         let name = t.name.as_deref().map(escape).unwrap_or_else(|| "-".into());

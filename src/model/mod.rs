@@ -3,6 +3,7 @@
 
 pub mod findings;
 pub mod frame;
+pub mod sample;
 pub mod time;
 
 pub use findings::{Evidence, Finding, LockRef};
@@ -83,6 +84,29 @@ pub struct PythonInfo {
     /// The shared libpython, when the runtime lives in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub library: Option<String>,
+    /// Free-threaded builds with the GIL on: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gil_reason: Option<GilReason>,
+}
+
+/// Why a free-threaded build runs with the GIL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GilReason {
+    /// "configuration" (`PYTHON_GIL=1`, `-X gil=1`), "extension_modules" (re-enabled at run time by
+    /// importing a module without free-threading support) or "unknown".
+    pub cause: String,
+    /// In words, e.g. "PYTHON_GIL=1 in the environment".
+    pub detail: String,
+    /// Loaded extension modules that need the GIL (no `Py_mod_gil = Py_MOD_GIL_NOT_USED`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<GilModuleRef>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GilModuleRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +117,12 @@ pub struct InterpSnap {
     pub gil_holder_tid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gil_switch_number: Option<u64>,
+    /// A stop-the-world pause is in progress (free-threaded builds: GC, fork...).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub world_stopped: bool,
+    /// The thread that asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_stopped_by: Option<i32>,
 }
 
 /// One asyncio task (pending tasks only).
@@ -209,6 +239,10 @@ pub struct ThreadSnap {
     /// The lock the thread is blocked acquiring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits_for_lock: Option<String>,
+    /// Free-threaded builds: the thread is attached to the interpreter (may run Python) rather
+    /// than detached (blocked, or in C code that released it) or suspended (world stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

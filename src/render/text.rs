@@ -11,6 +11,17 @@ pub fn dump_text(s: &Snapshot, cmdline: &str) -> String {
     let build = if s.python.free_threaded { "free-threaded build" } else { "GIL build" };
     let gil = if s.python.gil_enabled { "GIL enabled" } else { "GIL disabled" };
     let _ = writeln!(o, "Python v{} ({}), {}, {}", s.python.version, escape(&s.python.executable), build, gil);
+    if let Some(r) = &s.python.gil_reason {
+        let _ = writeln!(o, "GIL {}", escape(&r.detail));
+        for m in &r.modules {
+            let _ = writeln!(
+                o,
+                "    needs the GIL: {}{}",
+                escape(&m.name),
+                m.file.as_deref().map(|f| format!(" ({})", escape(f))).unwrap_or_default()
+            );
+        }
+    }
     if let Some(lib) = &s.python.library {
         let _ = writeln!(o, "Runtime in {}", escape(lib));
     }

@@ -56,9 +56,16 @@ impl PyProcess {
     /// Python frames innermost first, starting from a thread's top frame pointer. A bad link ends
     /// the walk with `Stack::error` set and the frames read so far kept.
     pub fn walk_frames(&self, top: u64) -> MemResult<Stack> {
+        self.walk_frames_upto(top, MAX_DEPTH)
+    }
+
+    /// The innermost `max` Python frames only (samplers that need where a thread is, not how it
+    /// got there); `truncated` when the chain goes on.
+    pub fn walk_frames_upto(&self, top: u64, max: usize) -> MemResult<Stack> {
+        let max = max.min(MAX_DEPTH);
         match &self.off.frame {
-            FrameOffsets::Object { .. } => self.walk_frame_objects(top),
-            FrameOffsets::Interp { .. } => self.walk_interp_frames(top),
+            FrameOffsets::Object { .. } => self.walk_frame_objects(top, max),
+            FrameOffsets::Interp { .. } => self.walk_interp_frames(top, max),
         }
     }
 
@@ -84,12 +91,12 @@ impl PyProcess {
         })
     }
 
-    fn walk_frame_objects(&self, top: u64) -> MemResult<Stack> {
+    fn walk_frame_objects(&self, top: u64, max: usize) -> MemResult<Stack> {
         let mut stack = Stack::default();
         let mut seen = HashSet::new();
         let mut addr = top;
         while addr != 0 {
-            if stack.frames.len() >= MAX_DEPTH {
+            if stack.frames.len() >= max {
                 stack.truncated = true;
                 break;
             }
@@ -188,14 +195,14 @@ impl PyProcess {
         }
     }
 
-    fn walk_interp_frames(&self, top: u64) -> MemResult<Stack> {
+    fn walk_interp_frames(&self, top: u64, max: usize) -> MemResult<Stack> {
         let mut stack = Stack::default();
         let mut seen = HashSet::new();
         let mut addr = top;
         let mut visited = 0usize;
         while addr != 0 {
             visited += 1;
-            if visited > MAX_DEPTH * 2 {
+            if visited > max * 2 + 8 {
                 stack.truncated = true;
                 break;
             }
@@ -211,7 +218,7 @@ impl PyProcess {
                 }
             };
             if let Some(f) = frame {
-                if stack.frames.len() >= MAX_DEPTH {
+                if stack.frames.len() >= max {
                     stack.truncated = true;
                     break;
                 }

@@ -4,6 +4,7 @@
 pub mod code;
 pub mod debug_offsets;
 pub mod frames;
+pub mod free_threading;
 pub mod layout_file;
 pub mod linetable;
 pub mod locks;
@@ -40,6 +41,7 @@ pub struct TypeAddrs {
     /// The set "dummy" object marking deleted set entries (value of `_PySet_Dummy`).
     pub set_dummy: Option<u64>,
     pub true_: Option<u64>,
+    pub module: Option<u64>,
 }
 
 pub struct PyProcess {
@@ -133,6 +135,7 @@ impl PyProcess {
             set: target.symbol("PySet_Type"),
             set_dummy: target.symbol("_PySet_Dummy").and_then(|a| target.mem.read_u64(a).ok()),
             true_: target.symbol("_Py_TrueStruct"),
+            module: target.symbol("PyModule_Type"),
         };
         let asyncio_debug_addr = target.section(".AsyncioDebug").map(|(a, _)| a);
         let library = if target.python.path != target.exe { Some(target.python.path.clone()) } else { None };

@@ -119,6 +119,30 @@ pub struct Offsets {
     pub cfunction_self: u64,
     pub func_name: u64,
     pub tp_dict: u64,
+    /// Free-threaded builds (and the stop-the-world state every 3.13+ build has).
+    pub ft: FtOffsets,
+}
+
+/// Offsets for what free-threaded builds add: why the GIL is on, stop-the-world pauses.
+/// `None` where the version's layout data lacks the field (older versions, GIL builds).
+#[derive(Debug, Clone, Default)]
+pub struct FtOffsets {
+    /// `PyInterpreterState.config.enable_gil` (-1 default, 0 off, 1 on: `PYTHON_GIL` / `-X gil`).
+    pub config_enable_gil: Option<u64>,
+    /// `PyInterpreterState.stoptheworld.{requested, world_stopped, requester}`.
+    pub interp_stw: Option<StwOffsets>,
+    /// `_PyRuntimeState.stoptheworld.*` (global pauses: fork, `sys._current_frames`...).
+    pub runtime_stw: Option<StwOffsets>,
+    /// `PyModuleObject.md_def` and `md_gil` (the module's `Py_mod_gil` setting).
+    pub module_def: Option<u64>,
+    pub module_gil: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StwOffsets {
+    pub requested: u64,
+    pub world_stopped: u64,
+    pub requester: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -435,6 +459,21 @@ impl Offsets {
             s.f("PyFunctionObject", &["func_name"]).unwrap_or(if v.at_least(3, 10) { 32 } else { 64 } + head);
         let tp_dict = s.f("PyTypeObject", &["tp_dict"]).unwrap_or(264 + head);
 
+        let stw = |st: &str| -> Option<StwOffsets> {
+            Some(StwOffsets {
+                requested: s.f(st, &["stoptheworld.requested"])?,
+                world_stopped: s.f(st, &["stoptheworld.world_stopped"])?,
+                requester: s.f(st, &["stoptheworld.requester"])?,
+            })
+        };
+        let ft = FtOffsets {
+            config_enable_gil: if free_threaded { s.f("PyInterpreterState", &["config.enable_gil"]) } else { None },
+            interp_stw: stw("PyInterpreterState"),
+            runtime_stw: stw("_PyRuntimeState"),
+            module_def: s.f("PyModuleObject", &["md_def"]),
+            module_gil: if free_threaded { s.f("PyModuleObject", &["md_gil"]) } else { None },
+        };
+
         let ts_read_size = [
             Some(ts_next),
             Some(ts_interp),
@@ -535,6 +574,7 @@ impl Offsets {
             cfunction_self,
             func_name,
             tp_dict,
+            ft,
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct ThreadRecord {
     pub gil_requested: bool,
     /// 3.12+: attached to the interpreter (running Python or holding the GIL).
     pub active: Option<bool>,
+    /// 3.13+ `tstate->state`: 0 detached, 1 attached, 2 suspended (free-threaded builds).
+    pub py_state: Option<i32>,
     pub top_frame: u64,
     /// 3.8–3.10: tstate->dict, used for asyncio's running loop later.
     pub dict: u64,
@@ -121,6 +123,7 @@ impl PyProcess {
                 interp.gil_locked && interp.gil_holder == ts
             };
             let gil_requested = o.ts_gil_requested.map(|f| b.i32_at(f) != 0).unwrap_or(false);
+            let py_state = o.ts_state.map(|f| b.i32_at(f));
             let top_frame = if let Some(f) = o.ts_current_frame {
                 b.u64_at(f)
             } else if let Some(f) = o.ts_frame {
@@ -144,6 +147,7 @@ impl PyProcess {
                 holds_gil,
                 gil_requested,
                 active,
+                py_state,
                 top_frame,
                 dict,
             });

@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::{
-    hex, CaptureInfo, InterpSnap, LockSnap, LoopSnap, NativeState, PythonInfo, Snapshot, ThreadSnap, ThreadState,
-    SCHEMA,
+    hex, CaptureInfo, GilModuleRef, GilReason, InterpSnap, LockSnap, LoopSnap, NativeState, PythonInfo, Snapshot,
+    ThreadSnap, ThreadState, SCHEMA,
 };
 use crate::runtime::thread_waits::LockTable;
 use crate::runtime::threads::{InterpInfo, ThreadRecord};
@@ -146,6 +146,7 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
                 native: tid.map(|_| native(&os)),
                 holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
                 waits_for_lock: facts.waits_for.map(hex),
+                attached: if py.free_threaded { rec.py_state.map(|s| s == 1) } else { None },
             });
         }
         match aio.collect(interp, &with_tids, tolerate) {
@@ -165,11 +166,17 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
                 }
             }
         }
+        let stw = if py.free_threaded { py.stop_the_world(Some(interp.addr)).ok().flatten() } else { None };
+        let stw = stw.filter(|w| w.stopped);
         interp_snaps.push(InterpSnap {
             id: interp.id,
             gil_held: interp.gil_locked,
             gil_holder_tid: holder_tid,
             gil_switch_number: interp.gil_switch_number,
+            world_stopped: stw.is_some(),
+            world_stopped_by: stw
+                .and_then(|w| with_tids.iter().find(|(r, _)| r.tstate == w.requester))
+                .and_then(|(_, t)| *t),
         });
     }
     // Main interpreter first, main thread first within it.
@@ -203,6 +210,11 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
             free_threaded: py.free_threaded,
             gil_enabled,
             library: py.library.clone(),
+            gil_reason: if py.free_threaded && gil_enabled {
+                gil_reason(py, interps.first().map(|i| i.addr))
+            } else {
+                None
+            },
         },
         threads,
         tasks,
@@ -252,6 +264,45 @@ fn classify(py: &PyProcess, rec: &ThreadRecord, interp: &InterpInfo, os: &OsThre
         Some(false) => ThreadState::Idle,
         None => ThreadState::Unknown,
     }
+}
+
+/// Why a free-threaded interpreter runs with the GIL: forced on by its configuration (and by
+/// which means, where the OS view tells), or re-enabled when an extension module that does not
+/// declare free-threading support was imported.
+fn gil_reason(py: &PyProcess, interp: Option<u64>) -> Option<GilReason> {
+    let interp = interp?;
+    let modules: Vec<GilModuleRef> = py
+        .gil_modules(interp)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| GilModuleRef { name: m.name, file: m.file })
+        .collect();
+    let config = py.config_enable_gil(interp).ok().flatten();
+    let (cause, detail) = if config == Some(1) {
+        let how = if py.os.environ_var("PYTHON_GIL").as_deref() == Some("1") {
+            "PYTHON_GIL=1 in the environment".to_string()
+        } else if py.os.cmdline().split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["-X", "gil=1"])
+            || py.os.cmdline().contains("-Xgil=1")
+        {
+            "-X gil=1 on the command line".to_string()
+        } else {
+            "the interpreter's configuration (PyConfig.enable_gil = 1: PYTHON_GIL=1 or -X gil=1)".to_string()
+        };
+        ("configuration", format!("enabled by {how}"))
+    } else if !modules.is_empty() {
+        let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
+        (
+            "extension_modules",
+            format!(
+                "re-enabled at run time: {} extension module(s) without free-threading support were imported ({})",
+                modules.len(),
+                names.join(", ")
+            ),
+        )
+    } else {
+        ("unknown", "enabled, and neither the configuration nor a loaded extension module says why".to_string())
+    };
+    Some(GilReason { cause: cause.into(), detail, modules })
 }
 
 /// 3.8–3.10 keep no kernel TID in the thread state. glibc's `struct pthread` (whose address is the

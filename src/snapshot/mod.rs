@@ -2,6 +2,7 @@
 //! assembled into the record (`model::Snapshot`) with bounded retries; and saved records read back.
 
 pub mod capture;
+pub mod gil_sample;
 pub mod input;
 
 pub use crate::model::*;

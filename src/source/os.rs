@@ -54,6 +54,10 @@ pub trait OsView: Send + Sync {
     }
     /// "live" or "core".
     fn kind(&self) -> &'static str;
+    /// One environment variable of the target, where it can be read (live processes).
+    fn environ_var(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// /proc of a live process.
@@ -125,6 +129,14 @@ impl OsView for LiveOs {
 
     fn kind(&self) -> &'static str {
         "live"
+    }
+
+    fn environ_var(&self, name: &str) -> Option<String> {
+        let env = std::fs::read(format!("/proc/{}/environ", self.pid)).ok()?;
+        env.split(|c| *c == 0).find_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')).map(str::to_string)
+        })
     }
 }
 

@@ -1,13 +1,14 @@
 //! The terminal side of `taskspy top`: raw mode and alternate screen behind a restore guard, a
 //! background sampler thread (snapshots, findings, GIL shares) and the key/redraw loop.
 
-use super::state::{Action, App, GilWindow, ThreadShare};
+use super::state::{Action, App, GilWindow};
 use super::view;
 use crate::analysis::deadlock;
+use crate::analysis::gil::GilStats;
 use crate::error::{Error, Result};
 use crate::model::{Finding, Snapshot};
 use crate::runtime::PyProcess;
-use crate::snapshot;
+use crate::snapshot::{self, gil_sample};
 use crate::source::os::clock_ticks_per_second;
 use crate::source::{self, pause};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
@@ -154,54 +155,26 @@ fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<At
         |s: &Snapshot| -> HashMap<u64, i32> { s.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect() };
     let mut idents: HashMap<u64, i32> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
-        // GIL window: sample holders for one refresh period.
+        // GIL window: the same samples as `taskspy gil`, over one refresh period.
         let start = Instant::now();
         let period = Duration::from_secs_f64(1.0 / rate);
-        let mut held = 0u64;
-        let mut samples = 0u64;
-        let mut holds: HashMap<i32, u64> = HashMap::new();
-        let (mut sw0, mut sw1) = (None, None);
+        let mut stats = if py.free_threaded { GilStats::free_threaded() } else { GilStats::default() };
         let cpu0 = py.os.cpu_ticks();
         while start.elapsed().as_secs_f64() < refresh && !stop.load(Ordering::SeqCst) {
-            if let Ok(interps) = py.interpreters() {
-                let current = py.tstate_current().ok().flatten();
-                samples += 1;
-                if let Some(i) = interps.iter().find(|i| i.id == 0).or(interps.first()) {
-                    if i.gil_locked {
-                        held += 1;
-                    }
-                    sw0 = sw0.or(i.gil_switch_number);
-                    sw1 = i.gil_switch_number.or(sw1);
-                }
-                for i in &interps {
-                    for r in py.threads_of(i, current).unwrap_or_default() {
-                        if r.holds_gil {
-                            if let Some(t) = r.native_tid.or_else(|| idents.get(&r.ident).copied()) {
-                                *holds.entry(t).or_default() += 1;
-                            }
-                        }
-                    }
-                }
+            if let Ok(s) = gil_sample::sample(&py, &idents) {
+                stats.add(&s);
             }
             std::thread::sleep(period);
         }
         let secs = start.elapsed().as_secs_f64().max(1e-3);
         let cpu1 = py.os.cpu_ticks();
         let hz = clock_ticks_per_second();
-        let mut per_thread: HashMap<i32, ThreadShare> = HashMap::new();
-        for (tid, t1) in &cpu1 {
-            let c = (*t1 - cpu0.get(tid).copied().unwrap_or(*t1).min(*t1)) as f64 / hz / secs * 100.0;
-            let g = holds.get(tid).copied().unwrap_or(0) as f64 * 100.0 / samples.max(1) as f64;
-            per_thread.insert(*tid, ThreadShare { gil_pct: g, cpu_pct: c });
-        }
-        let gil = GilWindow {
-            held_pct: held as f64 * 100.0 / samples.max(1) as f64,
-            switches_per_s: match (sw0, sw1) {
-                (Some(a), Some(b)) => b.wrapping_sub(a) as f64 / secs,
-                _ => 0.0,
-            },
-            per_thread,
-        };
+        let cpu: HashMap<i32, f64> = cpu1
+            .iter()
+            .map(|(tid, t1)| (*tid, (*t1 - cpu0.get(tid).copied().unwrap_or(*t1).min(*t1)) as f64 / hz / secs * 100.0))
+            .collect();
+        let report = stats.report(secs, rate, &HashMap::new(), &cpu, 0);
+        let gil = GilWindow::from_report(&report, &cpu);
         let t0 = Instant::now();
         match snapshot::capture(&py) {
             Ok(s) => {

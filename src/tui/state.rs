@@ -38,6 +38,48 @@ pub struct GilWindow {
     pub held_pct: f64,
     pub switches_per_s: f64,
     pub per_thread: HashMap<i32, ThreadShare>,
+    /// Free-threaded builds: what limits parallelism over the window.
+    pub free_threading: Option<FtWindow>,
+}
+
+/// The GIL pane's view of a free-threaded build over one window.
+#[derive(Debug, Clone, Default)]
+pub struct FtWindow {
+    /// Mean number of threads running Python at once.
+    pub parallelism: f64,
+    /// Share of samples with the world stopped.
+    pub stw_pct: f64,
+    /// The most waited-on lock: "contender-0 on 'shared_lock' 61%".
+    pub top_lock_wait: Option<String>,
+}
+
+impl GilWindow {
+    /// The pane's numbers from a `taskspy gil` report of one refresh window. On free-threaded
+    /// builds a thread's share is the time it ran Python (there is no GIL to hold).
+    pub fn from_report(r: &crate::analysis::gil::GilReport, cpu: &HashMap<i32, f64>) -> GilWindow {
+        let per_thread = r
+            .threads
+            .iter()
+            .map(|t| {
+                let share = t.running_python_pct.unwrap_or(t.holds_gil_pct);
+                (t.tid, ThreadShare { gil_pct: share, cpu_pct: cpu.get(&t.tid).copied().unwrap_or(0.0) })
+            })
+            .collect();
+        let free_threading = r.free_threading.as_ref().map(|ft| FtWindow {
+            parallelism: ft.parallelism,
+            stw_pct: ft.stop_the_world_pct,
+            top_lock_wait: ft.lock_waits.first().map(|w| {
+                let lock = w.lock.name.clone().unwrap_or_else(|| w.lock.address.clone());
+                format!("{} on '{}' {:.0}%", w.name.clone().unwrap_or_else(|| w.tid.to_string()), lock, w.pct)
+            }),
+        });
+        GilWindow {
+            held_pct: r.gil_held_pct,
+            switches_per_s: r.switches_per_s.unwrap_or(0.0),
+            per_thread,
+            free_threading,
+        }
+    }
 }
 
 pub struct App {
@@ -124,7 +166,9 @@ impl App {
             }
         }
         if let Some(g) = gil {
-            push(&mut self.gil_history, g.held_pct.round() as u64);
+            // Free-threaded builds chart parallelism (threads running Python ×10) instead.
+            let level = g.free_threading.as_ref().map(|f| f.parallelism * 10.0).unwrap_or(g.held_pct);
+            push(&mut self.gil_history, level.round() as u64);
             push(&mut self.switch_history, g.switches_per_s.round() as u64);
             self.gil = g;
         }

@@ -1,7 +1,7 @@
 //! Rendering and state tests with ratatui's TestBackend over synthetic snapshots: panes, cycles,
 //! findings, hostile names, an empty process, 10,000 tasks, a too-small terminal, key handling.
 
-use super::state::{Action, App, GilWindow, Pane, ThreadShare};
+use super::state::{Action, App, FtWindow, GilWindow, Pane, ThreadShare};
 use super::view;
 use crate::model::{
     Evidence, Finding, Frame, LockRef, PythonInfo, Snapshot, TaskSnap, ThreadSnap, ThreadState, WaitingOn,
@@ -40,6 +40,7 @@ fn snapshot(tasks: Vec<TaskSnap>, threads: Vec<ThreadSnap>) -> Snapshot {
             free_threaded: false,
             gil_enabled: true,
             library: None,
+            gil_reason: None,
         },
         threads,
         tasks,
@@ -89,7 +90,7 @@ fn demo_app() -> App {
         task("0x3", "worker-2", &[], &["0x1"], "lock"),
     ];
     let mut app = App::new(100, false);
-    let mut gil = GilWindow { held_pct: 87.0, switches_per_s: 150.0, per_thread: HashMap::new() };
+    let mut gil = GilWindow { held_pct: 87.0, switches_per_s: 150.0, ..Default::default() };
     gil.per_thread.insert(100, ThreadShare { gil_pct: 87.0, cpu_pct: 91.0 });
     app.update(
         snapshot(tasks, vec![thread(100, "MainThread", true), thread(101, "db-pool-0", false)]),
@@ -226,9 +227,38 @@ fn empty_process_and_free_threaded_without_gil() {
     let mut snap = snapshot(vec![], vec![thread(100, "MainThread", false)]);
     snap.python.free_threaded = true;
     snap.python.gil_enabled = false;
-    app.update(snap, vec![], None);
+    app.update(snap.clone(), vec![], None);
     let s = render(&mut app, 100, 30);
-    assert!(s.contains("(no pending asyncio tasks)") && s.contains("free-threaded: no GIL"), "{s}");
+    assert!(s.contains("(no pending asyncio tasks)") && s.contains("Free-threaded (no GIL)"), "{s}");
+    // A window of samples: parallelism, pauses and the most waited-on lock.
+    let gil = GilWindow {
+        free_threading: Some(FtWindow {
+            parallelism: 1.9,
+            stw_pct: 3.0,
+            top_lock_wait: Some("contender-0 on 'shared_lock' 61%".into()),
+        }),
+        ..Default::default()
+    };
+    app.update(snap, vec![], Some(gil));
+    let s = render(&mut app, 140, 30);
+    assert!(s.contains("parallel 1.9 threads") && s.contains("stop-the-world 3%") && s.contains("shared_lock"), "{s}");
+}
+
+#[test]
+fn free_threaded_with_gil_says_why() {
+    let mut app = App::new(100, false);
+    let mut snap = snapshot(vec![], vec![thread(100, "MainThread", true)]);
+    snap.python.free_threaded = true;
+    snap.python.gil_reason = Some(crate::model::GilReason {
+        cause: "extension_modules".into(),
+        detail:
+            "re-enabled at run time: 1 extension module(s) without free-threading support were imported (ts_noslot)"
+                .into(),
+        modules: vec![],
+    });
+    app.update(snap, vec![], Some(GilWindow { held_pct: 50.0, ..Default::default() }));
+    let s = render(&mut app, 160, 30);
+    assert!(s.contains("held 50%") && s.contains("ts_noslot"), "{s}");
 }
 
 #[test]

@@ -304,23 +304,44 @@ fn findings(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn gil(f: &mut Frame, app: &App, area: Rect) {
-    let block = Block::default().borders(Borders::ALL).title(" GIL ");
-    let ft_no_gil = app.snapshot.as_ref().map(|s| s.python.free_threaded && !s.python.gil_enabled).unwrap_or(false);
-    if ft_no_gil {
-        f.render_widget(Paragraph::new("free-threaded: no GIL").block(block), area);
-        return;
-    }
+    let python = app.snapshot.as_ref().map(|s| &s.python);
+    let ft_no_gil = python.map(|p| p.free_threaded && !p.gil_enabled).unwrap_or(false);
+    let title = if ft_no_gil { " Free-threaded (no GIL) " } else { " GIL " };
+    let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let parts = Layout::horizontal([Constraint::Length(34), Constraint::Min(10)]).split(inner);
-    let label = if app.gil_history.is_empty() {
-        "sampling…".to_string()
-    } else {
-        format!("held {:.0}% · {:.0} switches/s", app.gil.held_pct, app.gil.switches_per_s)
+    let reason = python.and_then(|p| p.gil_reason.as_ref()).map(|r| format!(" · GIL {}", escape(&r.detail)));
+    let (label, width, max) = match (&app.gil.free_threading, app.gil_history.is_empty()) {
+        (_, true) => ("sampling…".to_string(), 34, 100),
+        (Some(ft), false) if ft_no_gil => {
+            let lock = ft.top_lock_wait.as_deref().map(|l| format!(" · waits: {}", escape(l))).unwrap_or_default();
+            (
+                format!("parallel {:.1} threads · stop-the-world {:.0}%{lock}", ft.parallelism, ft.stw_pct),
+                35,
+                app.snapshot.as_ref().map(|s| s.threads.len() as u64 * 10).unwrap_or(40).max(10),
+            )
+        }
+        _ => (
+            format!(
+                "held {:.0}% · {:.0} switches/s{}",
+                app.gil.held_pct,
+                app.gil.switches_per_s,
+                reason.unwrap_or_default()
+            ),
+            if python.map(|p| p.free_threaded).unwrap_or(false) { 35 } else { 34 },
+            100,
+        ),
     };
+    // Free-threaded builds have more to say: the words get the room, the chart a corner.
+    let split = if width > 34 {
+        [Constraint::Min(40), Constraint::Length(16)]
+    } else {
+        [Constraint::Length(width), Constraint::Min(10)]
+    };
+    let parts = Layout::horizontal(split).split(inner);
     f.render_widget(Paragraph::new(label), parts[0]);
     let data: Vec<u64> = app.gil_history.iter().copied().collect();
-    f.render_widget(Sparkline::default().data(&data).max(100).style(Style::default().fg(Color::Green)), parts[1]);
+    f.render_widget(Sparkline::default().data(&data).max(max).style(Style::default().fg(Color::Green)), parts[1]);
 }
 
 fn help(f: &mut Frame, area: Rect) {

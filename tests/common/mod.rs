@@ -74,7 +74,17 @@ pub struct Interpreter {
 
 impl Interpreter {
     pub fn supported(&self) -> bool {
-        self.kind == "pyenv" || self.kind == "debian"
+        matches!(self.kind.as_str(), "pyenv" | "debian" | "freethreaded")
+    }
+
+    /// A free-threaded build (`python3.14t`), whether or not it runs with the GIL.
+    pub fn free_threaded(&self) -> bool {
+        self.kind == "freethreaded"
+    }
+
+    /// A free-threaded build started with the GIL enabled (`PYTHON_GIL=1`).
+    pub fn gil_forced(&self) -> bool {
+        self.free_threaded() && self.env.iter().any(|(k, v)| k == "PYTHON_GIL" && v == "1")
     }
 
     /// (3, 14) from "3.14.10".
@@ -227,7 +237,7 @@ fn load_inventory() -> Inventory {
             continue;
         }
         match i.kind.as_str() {
-            "pyenv" | "debian" => supported.push(i),
+            "pyenv" | "debian" | "freethreaded" => supported.push(i),
             "pyenv-unsupported" => unsupported.push(i),
             other => skipped.push((i.version.clone(), format!("{}: unknown kind {other:?}", i.label))),
         }

@@ -67,6 +67,9 @@ pub static STRUCTS: &[StructSpec] = &[
             "ceval.gil.switch_number",
             "_main_interpreter",
             "debug_offsets",
+            "stoptheworld.requested",
+            "stoptheworld.world_stopped",
+            "stoptheworld.requester",
         ],
     ),
     s(
@@ -90,6 +93,10 @@ pub static STRUCTS: &[StructSpec] = &[
             "gc",
             "gc.collecting",
             "asyncio_tasks_head",
+            "config.enable_gil",
+            "stoptheworld.requested",
+            "stoptheworld.world_stopped",
+            "stoptheworld.requester",
         ],
     ),
     s(
@@ -322,7 +329,7 @@ pub static STRUCTS: &[StructSpec] = &[
     s("PyCFunctionObject", &["PyCFunctionObject"], &["m_ml", "m_self", "m_module"]),
     s("PyMethodDef", &["PyMethodDef"], &["ml_name"]),
     s("PyCellObject", &["PyCellObject"], &["ob_ref"]),
-    s("PyModuleObject", &["PyModuleObject"], &["md_dict", "md_def", "md_state", "md_weaklist", "md_name"]),
+    s("PyModuleObject", &["PyModuleObject"], &["md_dict", "md_def", "md_state", "md_weaklist", "md_name", "md_gil"]),
     s("_PyStackChunk", &["_PyStackChunk"], &["previous", "size", "top", "data"]),
     s("_PyErr_StackItem", &["_PyErr_StackItem", "_err_stackitem"], &["exc_value", "exc_type", "previous_item"]),
     // Modules/_asynciomodule.c
