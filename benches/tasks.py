@@ -121,6 +121,7 @@ def main():
     ap.add_argument("--taskspy", required=True)
     ap.add_argument("--py-spy", dest="pyspy", default=None)
     ap.add_argument("--write", action="store_true", help="also replace the tasks section of docs/benchmarks.md")
+    ap.add_argument("--section", default="tasks", help="section of docs/benchmarks.md to write (tasks, tasks-ft)")
     ap.add_argument("--command", default=None, help="the command line to print as 'reproduce with'")
     args = ap.parse_args()
 
@@ -129,7 +130,7 @@ def main():
         ("`taskspy dump --json`", lambda pid: [args.taskspy, "dump", "--json", str(pid)], "json", True),
         ("`taskspy pstree`", lambda pid: [args.taskspy, "pstree", str(pid)], "tree", True),
         ("`taskspy ps`", lambda pid: [args.taskspy, "ps", str(pid)], "table", True),
-        ("`python3.14 -m asyncio pstree`", lambda pid: [args.python, "-m", "asyncio", "pstree", str(pid)], "tree", False),
+        (f"`{os.path.basename(args.python)} -m asyncio pstree`", lambda pid: [args.python, "-m", "asyncio", "pstree", str(pid)], "tree", False),
     ]
     # A core of the same parked process, written by gcore before the runs: `dump --core` reads it
     # like a live process (the binaries come from disk).
@@ -233,7 +234,8 @@ def main():
 
     others = ", ".join(f"{k} ({v}×)" for k, v in sorted(busy_seen.items(), key=lambda kv: -kv[1])[:6])
     command = args.command or "bash benches/tasks.sh"
-    lines = ["## Reading many asyncio tasks", ""]
+    title = "## Reading many asyncio tasks" + (" (free-threaded CPython)" if args.section != "tasks" else "")
+    lines = [title, ""]
     lines.append(f"Goals: **{GOALS_TEXT}** (taskspy rows; \"10,000 tasks\" is the 10,101-task fixture, "
                  f"\"100,000\" the 101,001-task one).")
     lines.append("")
@@ -265,7 +267,7 @@ def main():
     body = "\n".join(lines)
     print(body)
     if args.write:
-        measure.write_section("tasks", body)
+        measure.write_section(args.section, body)
         print(f"\nwrote {measure.DOC}", file=sys.stderr)
 
 

@@ -152,11 +152,13 @@ fn top_cmd(args: &str) -> String {
     format!("{} {args}; echo EXIT=$?; sleep 30", sh_quote(&taskspy().display().to_string()))
 }
 
-/// The oldest and the newest supported interpreter.
+/// The oldest and the newest supported interpreter, and the free-threaded builds (their GIL
+/// pane differs).
 fn ends() -> Vec<String> {
     let inv = inventory();
     let mut v: Vec<String> =
         inv.supported.first().into_iter().chain(inv.supported.last()).map(|i| i.version.clone()).collect();
+    v.extend(inv.supported.iter().filter(|i| i.free_threaded()).map(|i| i.version.clone()));
     v.dedup();
     v
 }
@@ -172,7 +174,7 @@ fn live_session() {
         COVERAGE,
         "top-live",
         false,
-        only(ends(), "the TUI is run on the oldest and newest interpreter"),
+        only(ends(), "the TUI is run on the oldest and newest interpreter and the free-threaded builds"),
         |interp| {
             if let Some(why) = &tmux_missing {
                 return Ok(Outcome::Skip(why.clone()));
@@ -187,10 +189,18 @@ fn live_session() {
             let screen = tm.wait_for("the task tree", Duration::from_secs(20), |s| {
                 names.iter().all(|n| s.contains(n)) && s.contains("Tasks (")
             })?;
-            p.check(
-                screen.contains(&format!("PID {}", fx.pid)) && screen.contains(&format!("Python {}", interp.version)),
-                || "header lacks the PID or the Python version".into(),
-            );
+            // "3.14.7t+gil" runs Python 3.14.7.
+            let shown = interp.version.trim_end_matches("+gil").trim_end_matches('t');
+            p.check(screen.contains(&format!("PID {}", fx.pid)) && screen.contains(&format!("Python {shown}")), || {
+                "header lacks the PID or the Python version".into()
+            });
+            if interp.free_threaded() {
+                let want = if interp.gil_forced() { "PYTHON_GIL=1" } else { "Free-threaded (no GIL)" };
+                match tm.wait_for(want, Duration::from_secs(10), |s| s.contains(want)) {
+                    Ok(_) => {}
+                    Err(e) => p.push(format!("the GIL pane does not say {want:?}: {e}")),
+                }
+            }
             p.check(screen.contains("metrics-flusher") || screen.contains("metrics-flushe"), || {
                 "threads pane lacks metrics-flusher".into()
             });

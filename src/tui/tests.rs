@@ -8,7 +8,6 @@ use crate::model::{
 };
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use std::collections::HashMap;
 
 fn frame(f: &str, file: &str, line: i64) -> Frame {
     Frame { function: f.into(), file: file.into(), line }

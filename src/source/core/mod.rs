@@ -33,6 +33,8 @@ pub struct CoreOptions {
 pub struct CoreOs {
     threads: Vec<CoreThread>,
     cmdline: String,
+    /// The environment the process started with (from its initial stack).
+    environ: Vec<String>,
 }
 
 impl OsView for CoreOs {
@@ -55,6 +57,9 @@ impl OsView for CoreOs {
     }
     fn kind(&self) -> &'static str {
         "core"
+    }
+    fn environ_var(&self, name: &str) -> Option<String> {
+        self.environ.iter().find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')).map(str::to_string))
     }
 }
 
@@ -163,11 +168,12 @@ pub fn open(opts: &CoreOptions) -> Result<Target> {
             found.runtime_addr
         )));
     }
-    let cmdline = argv_from_stack(mem.as_ref(), &info).unwrap_or_else(|| info.psargs.clone().unwrap_or_default());
+    let (argv, environ) = stack_strings(mem.as_ref(), &info).unwrap_or_default();
+    let cmdline = if argv.is_empty() { info.psargs.clone().unwrap_or_default() } else { argv.join(" ") };
     Ok(Target {
         pid,
         mem,
-        os: Arc::new(CoreOs { threads: info.threads.clone(), cmdline }),
+        os: Arc::new(CoreOs { threads: info.threads.clone(), cmdline, environ }),
         exe,
         maps,
         python: found.python,
@@ -208,10 +214,10 @@ fn in_memory_build_id(mem: &CoreMemory, start: u64) -> Option<Vec<u8>> {
     None
 }
 
-/// The full command line, from the initial stack: the aux vector (which NT_AUXV gives us) sits on
-/// the stack right after `argc, argv[], NULL, envp[], NULL`; find it there and walk back.
-/// NT_PRPSINFO keeps only the first 80 bytes.
-fn argv_from_stack(mem: &CoreMemory, info: &notes::CoreInfo) -> Option<String> {
+/// The command line and environment, from the initial stack: the aux vector (which NT_AUXV gives
+/// us) sits on the stack right after `argc, argv[], NULL, envp[], NULL`; find it there and walk
+/// back. NT_PRPSINFO keeps only the first 80 bytes of the command line.
+fn stack_strings(mem: &CoreMemory, info: &notes::CoreInfo) -> Option<(Vec<String>, Vec<String>)> {
     let execfn = info.auxv.iter().find(|(k, _)| *k == AT_EXECFN)?.1;
     let seg = info.segments.iter().find(|s| s.vaddr <= execfn && execfn < s.vaddr.saturating_add(s.memsz))?;
     let len = seg.memsz.min(64 << 20) as usize;
@@ -231,9 +237,15 @@ fn argv_from_stack(mem: &CoreMemory, info: &notes::CoreInfo) -> Option<String> {
         return None;
     }
     i = i.checked_sub(8)?;
+    let mut envp = Vec::new();
     while word(i)? != 0 {
+        envp.push(word(i)?);
+        if envp.len() > 65_536 {
+            return None;
+        }
         i = i.checked_sub(8)?;
     }
+    envp.reverse();
     let mut argv = Vec::new();
     loop {
         i = i.checked_sub(8)?;
@@ -248,7 +260,8 @@ fn argv_from_stack(mem: &CoreMemory, info: &notes::CoreInfo) -> Option<String> {
     }
     argv.reverse();
     let args: Vec<String> = argv.iter().filter_map(|a| read_cstr(mem, *a)).collect();
-    (args.len() == argv.len()).then(|| args.join(" "))
+    let env: Vec<String> = envp.iter().filter_map(|a| read_cstr(mem, *a)).collect();
+    (args.len() == argv.len()).then_some((args, env))
 }
 
 fn read_cstr(mem: &dyn Memory, addr: u64) -> Option<String> {
