@@ -51,6 +51,9 @@ pub enum Command {
     /// Sample GIL ownership: share held per thread, waits, CPU, top stacks while holding, switches/s.
     #[command(after_help = EXIT_CODES)]
     Gil(GilArgs),
+    /// Sample at an interval and print findings as they appear: deadlock candidates, stuck tasks, loop lag, blocked loops.
+    #[command(after_help = EXIT_CODES)]
+    Watch(WatchArgs),
     /// Live terminal UI: threads, task tree, details, findings and GIL, refreshing as the process runs.
     #[command(after_help = EXIT_CODES)]
     Top(TopArgs),
@@ -171,9 +174,39 @@ pub struct DeadlockArgs {
     /// A loop running one task synchronously for longer than this (seconds) is reported.
     #[arg(long, default_value_t = 1.0)]
     pub threshold: f64,
+    /// A task at the same await point this long (seconds) while its loop runs others is stuck.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub stuck_after: f64,
+    /// A callback waiting this long (seconds) in a loop's ready queue is loop lag.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub lag_threshold: f64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Seconds between samples.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long = "for", value_name = "SECONDS")]
+    pub for_s: Option<f64>,
+    /// One JSON object per finding and line (schema taskspy-watch/1).
+    #[arg(long)]
+    pub json: bool,
+    /// A task at the same await point this long (seconds) while its loop runs others is stuck.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub stuck_after: f64,
+    /// A callback waiting this long (seconds) in a loop's ready queue is loop lag.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub lag_threshold: f64,
+    /// A loop running one task synchronously this long (seconds) is blocked.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub threshold: f64,
 }
 
 /// A live process only (sampling over time).

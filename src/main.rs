@@ -5,7 +5,7 @@ mod cli;
 
 use clap::{CommandFactory, Parser};
 use std::io::Write;
-use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, tasks, top, Output};
+use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, tasks, top, watch, Output};
 use taskspy::error::{exit, Error, Result};
 
 fn main() {
@@ -75,9 +75,18 @@ fn run(cli: &cli::Cli) -> Result<Output> {
                 origin,
                 duration: a.duration,
                 threshold: a.threshold,
+                stuck_after: a.stuck_after,
+                lag_threshold: a.lag_threshold,
                 json: a.json,
             })
         }
+        cli::Command::Watch(a) => watch::run(&watch::WatchOptions {
+            pid: a.target.pid(),
+            interval: a.interval,
+            for_s: a.for_s,
+            json: a.json,
+            thresholds: watch::Thresholds { stuck_after: a.stuck_after, lag: a.lag_threshold, blocked: a.threshold },
+        }),
         cli::Command::Gil(a) => {
             gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json })
         }

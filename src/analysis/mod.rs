@@ -4,6 +4,7 @@
 pub mod deadlock;
 pub mod gil;
 pub mod loops;
+pub mod progress;
 pub mod tree;
 
 use crate::model::{Finding, Snapshot};
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 pub struct Series {
     persistent: Option<HashMap<String, Finding>>,
     watch: loops::LoopWatch,
+    pub progress: progress::Progress,
     pub samples: usize,
 }
 
@@ -37,15 +39,37 @@ impl Series {
             Some(prev) => prev.into_keys().filter_map(|k| this.get(&k).map(|f| (k.clone(), f.clone()))).collect(),
         });
         self.watch.observe(s, t);
+        self.progress.observe(s, t);
     }
 
-    /// The findings so far; blocked loops only with a `threshold` (a series over time).
-    pub fn findings(&self, threshold: Option<f64>, last: &Snapshot) -> Vec<Finding> {
+    /// What is wrong now, for `watch`: the latest snapshot's deadlock candidates, stuck tasks,
+    /// lagging and blocked loops.
+    pub fn findings_now(&self, last: &Snapshot, stuck_after: f64, lag: f64, blocked: f64) -> Vec<Finding> {
+        let mut out = last.findings.clone();
+        out.extend(self.progress.stuck_tasks(stuck_after, last));
+        out.extend(self.progress.loop_lag(lag, last));
+        out.extend(self.watch.findings(blocked, last));
+        out
+    }
+
+    /// The findings so far; over time (`over_time`) also blocked loops (`threshold`), stuck
+    /// tasks (`stuck_after`) and lagging loops (`lag`).
+    pub fn findings(&self, over_time: Option<OverTime>, last: &Snapshot) -> Vec<Finding> {
         let mut findings: Vec<Finding> = self.persistent.clone().unwrap_or_default().into_values().collect();
         findings.sort_by(|a, b| (&a.kind, &a.summary).cmp(&(&b.kind, &b.summary)));
-        if let Some(th) = threshold {
-            findings.extend(self.watch.findings(th, last));
+        if let Some(o) = over_time {
+            findings.extend(self.watch.findings(o.blocked, last));
+            findings.extend(self.progress.stuck_tasks(o.stuck_after, last));
+            findings.extend(self.progress.loop_lag(o.lag, last));
         }
         findings
     }
+}
+
+/// Thresholds of the findings only a series can show, seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTime {
+    pub blocked: f64,
+    pub stuck_after: f64,
+    pub lag: f64,
 }

@@ -27,6 +27,9 @@ pub struct TreeNode {
     /// Why the task could not be read in full.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Seconds at its current await point (several samples taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_s: Option<f64>,
 }
 
 /// Deepest nesting drawn in one tree (keeps rendering and JSON bounded).
@@ -171,6 +174,7 @@ fn node(t: &TaskSnap) -> TreeNode {
         shown_elsewhere: false,
         continued_below: false,
         error: t.error.clone(),
+        waiting_s: t.waiting_s,
     }
 }
 

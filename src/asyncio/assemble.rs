@@ -189,6 +189,7 @@ impl Asyncio<'_> {
                 holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
                 waits_for_lock: facts.waits_for.map(hex),
                 error: t.error.clone(),
+                waiting_s: None,
             });
         }
         for (a, e) in broken {
@@ -208,6 +209,7 @@ impl Asyncio<'_> {
                 holds_locks: vec![],
                 waits_for_lock: None,
                 error: Some(e.to_string()),
+                waiting_s: None,
             });
         }
         rec.unreadable += raw.iter().filter(|t| t.error.is_some()).count() as u64;

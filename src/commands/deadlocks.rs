@@ -3,7 +3,7 @@
 
 use super::origin::{self, Origin};
 use super::Output;
-use crate::analysis::Series;
+use crate::analysis::{OverTime, Series};
 use crate::error::{exit, Result};
 use crate::model::time::parse_rfc3339;
 use crate::model::{Finding, Snapshot};
@@ -18,6 +18,8 @@ pub struct DeadlockOptions {
     pub origin: Origin,
     pub duration: f64,
     pub threshold: f64,
+    pub stuck_after: f64,
+    pub lag_threshold: f64,
     pub json: bool,
 }
 
@@ -60,7 +62,10 @@ pub fn run(opts: &DeadlockOptions) -> Result<Output> {
         }
     };
     let Some(last) = last else { return Err(crate::error::Error::other("no snapshot")) };
-    let findings = series.findings(over_time.then_some(opts.threshold), &last);
+    let thresholds = OverTime { blocked: opts.threshold, stuck_after: opts.stuck_after, lag: opts.lag_threshold };
+    let mut last = last;
+    series.progress.annotate(&mut last);
+    let findings = series.findings(over_time.then_some(thresholds), &last);
     let code = if findings.is_empty() { exit::OK } else { exit::FINDINGS };
     let out = if opts.json {
         Output::Json(serde_json::json!({

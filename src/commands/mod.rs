@@ -11,6 +11,7 @@ pub mod manpage;
 pub mod origin;
 pub mod tasks;
 pub mod top;
+pub mod watch;
 
 use crate::model::Snapshot;
 

@@ -89,10 +89,18 @@ pub fn snapshots(origin: &Origin, opts: CaptureOptions) -> Result<Vec<Snapshot>>
     Ok(snaps.into_iter().map(with_findings).map(warn_partial).collect())
 }
 
-/// The last snapshot of an origin (a saved series: its latest).
+/// The last snapshot of an origin (a saved series: its latest, with each task's time at its
+/// await point from the series).
 pub fn snapshot(origin: &Origin, opts: CaptureOptions) -> Result<Snapshot> {
-    let mut v = snapshots(origin, opts)?;
-    v.pop().ok_or_else(|| crate::error::Error::other("no snapshot"))
+    let v = snapshots(origin, opts)?;
+    let mut progress = crate::analysis::progress::Progress::default();
+    let t0 = v.first().and_then(|s| crate::model::time::parse_rfc3339(&s.captured_at)).unwrap_or(0.0);
+    for (i, s) in v.iter().enumerate() {
+        progress.observe(s, crate::model::time::parse_rfc3339(&s.captured_at).map(|t| t - t0).unwrap_or(i as f64));
+    }
+    let mut last = v.into_iter().last().ok_or_else(|| crate::error::Error::other("no snapshot"))?;
+    progress.annotate(&mut last);
+    Ok(last)
 }
 
 /// One line on stderr when part of the record could not be read or the read was cut; the exit

@@ -158,6 +158,9 @@ pub struct TaskSnap {
     /// Why (part of) this task could not be read; the rest of the entry is what could be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Seconds the task has been at its current await point (known when several samples were taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -92,21 +92,39 @@ impl serde::Serialize for PsJson<'_> {
 
 pub fn ps_text(s: &Snapshot) -> String {
     let mut o = String::new();
-    let _ = writeln!(
+    // With several samples (a saved series, `top`) each task's time at its await point is known.
+    let waiting: HashMap<&str, f64> = s.tasks.iter().filter_map(|t| Some((t.id.as_str(), t.waiting_s?))).collect();
+    let _ = write!(
         o,
         "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}",
         "tid", "task id", "task name", "coroutine stack", "awaiter chain", "awaiter name", "awaiter id"
     );
-    let _ = writeln!(o, "{}", "-".repeat(180));
+    let _ = writeln!(o, "{}", if waiting.is_empty() { "" } else { " waiting" });
+    let _ = writeln!(o, "{}", "-".repeat(if waiting.is_empty() { 180 } else { 190 }));
     for r in ps_rows(s) {
+        let w = waiting.get(r[1].as_str()).map(|w| format!(" {}", fmt_wait(*w))).unwrap_or_default();
         let r: Vec<String> = r.iter().map(|c| escape(c)).collect();
-        let _ =
-            writeln!(o, "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}", r[0], r[1], r[2], r[3], r[4], r[5], r[6]);
+        let _ = writeln!(
+            o,
+            "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}{w}",
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6]
+        );
     }
     if s.tasks.is_empty() {
         let _ = writeln!(o, "(no pending asyncio tasks)");
     }
     o
+}
+
+/// "37 s", "12 min", "3.2 h": how long a task has been at its await point.
+pub fn fmt_wait(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
 }
 
 /// `pstree`: each task with its coroutine stack (outermost first) and the tasks it awaits below.
@@ -151,6 +169,9 @@ fn render_node(o: &mut String, root: &TreeNode) {
         }
         if let Some(e) = &n.error {
             mark.push_str(&format!("  [unreadable: {}]", escape(e)));
+        }
+        if let (Some(w), false) = (n.waiting_s, n.cycle || n.shown_elsewhere) {
+            mark.push_str(&format!("  (waiting {})", fmt_wait(w)));
         }
         let _ = writeln!(o, "{prefix}{branch}(T) {}{mark}", escape(&n.name));
         let mut pref = prefix.clone() + if last { "    " } else { "│   " };

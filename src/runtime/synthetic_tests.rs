@@ -332,3 +332,129 @@ fn random_memory_never_panics() {
         }
     }
 }
+
+/// A free-threaded interpreter built from nothing but a version's layout data: the offsets the
+/// reader resolves for it place every object, so the same image shape serves 3.13t, 3.14t and
+/// 3.15t (no such interpreter exists here for 3.13t and 3.15t; 3.14t is also tested live).
+mod layout_driven {
+    use super::*;
+    use crate::runtime::layout_file;
+    use crate::runtime::offsets::FrameOffsets;
+
+    struct Writer {
+        img: Image,
+        off: Offsets,
+    }
+
+    impl Writer {
+        fn str_obj(&mut self, s: &str) -> u64 {
+            let o = &self.off;
+            let a = self.img.alloc(o.str_ascii_size as usize + s.len() + 1);
+            self.img.u64(a + o.ob_type, STR_TYPE);
+            self.img.u64(a + o.str_length, s.len() as u64);
+            let state = (1 << o.str_kind.0) | (1 << o.str_compact_bit) | (1 << o.str_ascii_bit);
+            self.img.u32(a + o.str_state, state);
+            self.img.mem.write(a + o.str_ascii_size, s.as_bytes());
+            a
+        }
+        fn bytes_obj(&mut self, b: &[u8]) -> u64 {
+            let o = &self.off;
+            let a = self.img.alloc(o.bytes_sval as usize + b.len() + 1);
+            self.img.u64(a + o.ob_type, BYTES_TYPE);
+            self.img.u64(a + o.ob_size, b.len() as u64);
+            self.img.mem.write(a + o.bytes_sval, b);
+            a
+        }
+        /// A code object whose unit k is on line first+k.
+        fn code(&mut self, name: &str, file: &str, first: i32, units: usize) -> u64 {
+            let adaptive = self.off.code_adaptive.unwrap_or(0);
+            let c = self.img.alloc(adaptive as usize + 2 * units + 64);
+            self.img.u64(c + self.off.ob_type, CODE_TYPE);
+            let (n, q, f) = (self.str_obj(name), self.str_obj(&format!("Cls.{name}")), self.str_obj(file));
+            let mut table = vec![0x80 | (10 << 3), 0, 0];
+            for _ in 1..units {
+                table.extend([0x80 | (11 << 3), 0, 0]);
+            }
+            let lt = self.bytes_obj(&table);
+            let o = self.off.clone();
+            self.img.u64(c + o.code_name, n);
+            if let Some(qo) = o.code_qualname {
+                self.img.u64(c + qo, q);
+            }
+            self.img.u64(c + o.code_filename, f);
+            self.img.u64(c + o.code_linetable, lt);
+            self.img.u32(c + o.code_firstlineno, first as u32);
+            c
+        }
+        /// An interpreter frame executing unit `unit` of `code`, linked to `previous`.
+        fn frame(&mut self, code: u64, unit: u64, previous: u64) -> u64 {
+            let FrameOffsets::Interp { code: co, previous: pr, instr, size, tagged, .. } = self.off.frame.clone()
+            else {
+                panic!("3.13+ layouts use interpreter frames")
+            };
+            let f = self.img.alloc(size as usize + 64);
+            self.img.u64(f + co, if tagged { code | 1 } else { code });
+            self.img.u64(f + pr, previous);
+            self.img.u64(f + instr, code + self.off.code_adaptive.unwrap_or(0) + 2 * unit);
+            f
+        }
+    }
+
+    fn check(minor: u32) {
+        let layout = layout_file::embedded(minor, true).expect("free-threaded layout data");
+        let version = PyVersion::from_hex(0x0300_00f0 | ((minor as u64) << 16));
+        let off = Offsets::resolve(version, true, Some(&layout), None).expect("offsets from layout data alone");
+        let mut w = Writer { img: Image::new(), off: off.clone() };
+        let runtime = w.img.alloc(2048);
+        let interp = w.img.alloc(layout.size("PyInterpreterState").unwrap_or(1 << 16) as usize);
+        let tstate = w.img.alloc(off.ts_read_size as usize + 64);
+        let gil = w.img.alloc(off.gil_size as usize);
+        w.img.u64(runtime + off.rt_interpreters_head, interp);
+        w.img.u64(interp + off.interp_threads_head, tstate);
+        w.img.u64(interp + off.interp_ceval_gil.expect("3.13+: ceval.gil"), gil);
+        w.img.u32(gil + off.gil_enabled.unwrap_or(0), 0); // GIL disabled
+        w.img.u64(tstate + off.ts_interp, interp);
+        w.img.u64(tstate + off.ts_thread_id, 0x7f00_0000_1000);
+        w.img.u32(tstate + off.ts_native_thread_id.expect("native thread id"), std::process::id());
+        if let Some(st) = off.ts_state {
+            w.img.u32(tstate + st, 1); // attached
+        }
+        let (outer, inner) = (w.code("main", "/srv/main.py", 10, 4), w.code("handler", "/srv/app.py", 40, 8));
+        let f2 = w.frame(outer, 2, 0);
+        let f1 = w.frame(inner, 5, f2);
+        w.img.u64(tstate + off.ts_current_frame.expect("current_frame"), f1);
+        let types =
+            TypeAddrs { code: Some(CODE_TYPE), unicode: Some(STR_TYPE), none: Some(NONE), ..Default::default() };
+        let pid = std::process::id() as i32;
+        let py = PyProcess::from_parts(
+            pid,
+            Arc::new(w.img.mem),
+            off,
+            runtime,
+            types,
+            format!("/synthetic/python3.{minor}t"),
+            Arc::new(crate::source::os::StaticOs::sleeping(&[pid])),
+        );
+        let snap = snapshot::capture(&py).unwrap_or_else(|e| panic!("3.{minor}t: {e}"));
+        assert!(snap.python.free_threaded && !snap.python.gil_enabled, "3.{minor}t: {:?}", snap.python);
+        let t = &snap.threads[0];
+        let frames: Vec<(String, i64)> = t.frames.iter().map(|f| (f.function.to_string(), f.line)).collect();
+        assert_eq!(frames, vec![("Cls.handler".into(), 45), ("Cls.main".into(), 12)], "3.{minor}t");
+        assert_eq!(t.attached, if py.off.ts_state.is_some() { Some(true) } else { None }, "3.{minor}t");
+    }
+
+    #[test]
+    fn free_threaded_313_from_layout_data() {
+        check(13);
+    }
+
+    #[test]
+    fn free_threaded_314_from_layout_data() {
+        check(14);
+    }
+
+    #[test]
+    fn free_threaded_315_from_layout_data() {
+        check(15);
+    }
+}

@@ -150,10 +150,17 @@ pub fn run(opts: &TopOptions) -> Result<()> {
     Ok(())
 }
 
+/// `top` flags tasks stuck this long, and loops backlogged this long (the `watch` defaults).
+const STUCK_AFTER_S: f64 = 30.0;
+const LOOP_LAG_S: f64 = 1.0;
+
 fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<AtomicBool>) {
     let tid_by_ident =
         |s: &Snapshot| -> HashMap<u64, i32> { s.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect() };
     let mut idents: HashMap<u64, i32> = HashMap::new();
+    // Across refreshes: how long each task has been at its await point.
+    let mut progress = crate::analysis::progress::Progress::default();
+    let began = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         // GIL window: the same samples as `taskspy gil`, over one refresh period.
         let start = Instant::now();
@@ -177,9 +184,13 @@ fn sampler(py: PyProcess, tx: Sender<Msg>, rate: f64, refresh: f64, stop: Arc<At
         let gil = GilWindow::from_report(&report, &cpu);
         let t0 = Instant::now();
         match snapshot::capture(&py) {
-            Ok(s) => {
+            Ok(mut s) => {
                 idents = tid_by_ident(&s);
-                let findings = deadlock::findings(&s);
+                progress.observe(&s, began.elapsed().as_secs_f64());
+                progress.annotate(&mut s);
+                let mut findings = deadlock::findings(&s);
+                findings.extend(progress.stuck_tasks(STUCK_AFTER_S, &s));
+                findings.extend(progress.loop_lag(LOOP_LAG_S, &s));
                 let cost = t0.elapsed().as_secs_f64() * 1000.0;
                 if tx.send(Msg::Update(Box::new(s), findings, Some(gil), cost)).is_err() {
                     return;

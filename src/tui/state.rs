@@ -19,6 +19,8 @@ pub struct Row {
     pub name: String,
     pub state: String,
     pub waiting_on: String,
+    /// Seconds at its current await point (after the second refresh).
+    pub waiting_s: Option<f64>,
     pub has_children: bool,
     pub expanded: bool,
     pub cycle: bool,
@@ -203,6 +205,7 @@ impl App {
                     name: n.name.clone(),
                     state: n.state.clone(),
                     waiting_on: n.waiting_on.clone(),
+                    waiting_s: n.waiting_s,
                     has_children: !n.children.is_empty(),
                     expanded,
                     cycle: n.cycle || in_cycle.contains(n.id.as_str()),

@@ -244,6 +244,17 @@ fn empty_process_and_free_threaded_without_gil() {
 }
 
 #[test]
+fn time_at_await_point_is_shown_after_several_samples() {
+    let mut tasks = vec![task("0x1", "slow-request", &[], &[], "future")];
+    tasks[0].waiting_s = Some(37.0);
+    let mut app = App::new(100, false);
+    app.update(snapshot(tasks, vec![thread(100, "MainThread", false)]), vec![], None);
+    let s = render(&mut app, 140, 30);
+    assert!(s.contains("[pending: future, waiting 37 s]"), "{s}");
+    assert!(s.contains("· waiting 37 s"), "{s}");
+}
+
+#[test]
 fn free_threaded_with_gil_says_why() {
     let mut app = App::new(100, false);
     let mut snap = snapshot(vec![], vec![thread(100, "MainThread", true)]);

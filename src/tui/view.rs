@@ -183,8 +183,16 @@ fn tasks(f: &mut Frame, app: &mut App, area: Rect) {
         } else {
             "  "
         };
-        let mut text =
-            format!("{}{}{}  [{}: {}]", "  ".repeat(r.depth.min(30)), marker, escape(&r.name), r.state, r.waiting_on);
+        let waited =
+            r.waiting_s.map(|w| format!(", waiting {}", crate::render::tasks::fmt_wait(w))).unwrap_or_default();
+        let mut text = format!(
+            "{}{}{}  [{}: {}{waited}]",
+            "  ".repeat(r.depth.min(30)),
+            marker,
+            escape(&r.name),
+            r.state,
+            r.waiting_on
+        );
         if r.cycle {
             text.push_str("  ↺ CYCLE");
         }
@@ -222,7 +230,7 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
                     snap.tasks.iter().find(|x| &x.id == id).map(|x| escape(&x.name)).unwrap_or_else(|| id.clone())
                 };
                 lines.push(Line::raw(format!(
-                    "task {} {} · {} · thread {} · waits on {}{}",
+                    "task {} {} · {} · thread {} · waits on {}{}{}",
                     escape(&t.name),
                     t.id,
                     t.state,
@@ -232,6 +240,9 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
                         .object
                         .as_ref()
                         .map(|o| format!(" {} {}", t.waiting_on.object_type.clone().unwrap_or_default(), o))
+                        .unwrap_or_default(),
+                    t.waiting_s
+                        .map(|w| format!(" · waiting {}", crate::render::tasks::fmt_wait(w)))
                         .unwrap_or_default()
                 )));
                 lines.push(Line::raw(format!(

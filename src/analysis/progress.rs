@@ -1,0 +1,320 @@
+//! Progress over a series of snapshots: how long each task has sat at its await point, tasks
+//! stuck there while their event loop kept running others (`stuck-task`), and loops whose ready
+//! queue keeps work waiting (`loop-lag`). Pure: it remembers only what earlier snapshots said.
+
+use crate::model::{AwaitPoint, Evidence, Finding, Snapshot, TaskSnap};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+struct TaskTrack {
+    point: Option<AwaitPoint>,
+    /// When the task was first seen at its current point.
+    since: f64,
+    event_loop: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LoopTrack {
+    /// Last time any task of the loop moved (changed await point, appeared or finished).
+    last_activity: Option<f64>,
+    /// Since when the loop has been backlogged: callbacks waiting in its ready queue at every
+    /// sample and its thread never idle in the selector. Work queued then is still waiting.
+    backlogged_since: Option<(f64, u64)>,
+    /// How long the current backlog has lasted.
+    lag: f64,
+    ready: Option<u64>,
+}
+
+/// Tracks a series; feed it snapshots in time order.
+#[derive(Debug, Default)]
+pub struct Progress {
+    tasks: HashMap<String, TaskTrack>,
+    loops: HashMap<String, LoopTrack>,
+    first: Option<f64>,
+    last: f64,
+    samples: usize,
+}
+
+impl Progress {
+    pub fn observe(&mut self, s: &Snapshot, t: f64) {
+        let first_sample = self.first.is_none();
+        self.first.get_or_insert(t);
+        self.last = t;
+        self.samples += 1;
+        let mut seen: HashMap<&str, ()> = HashMap::with_capacity(s.tasks.len());
+        for task in &s.tasks {
+            seen.insert(&task.id, ());
+            let moved = match self.tasks.get_mut(&task.id) {
+                Some(tr) if tr.point == task.await_point => false,
+                Some(tr) => {
+                    tr.point = task.await_point.clone();
+                    tr.since = t;
+                    true
+                }
+                None => {
+                    self.tasks.insert(
+                        task.id.clone(),
+                        TaskTrack { point: task.await_point.clone(), since: t, event_loop: task.event_loop.clone() },
+                    );
+                    !first_sample
+                }
+            };
+            if moved {
+                if let Some(lp) = &task.event_loop {
+                    self.loops.entry(lp.clone()).or_default().last_activity = Some(t);
+                }
+            }
+        }
+        // Tasks that finished count as their loop's activity.
+        let gone: Vec<String> = self.tasks.keys().filter(|id| !seen.contains_key(id.as_str())).cloned().collect();
+        for id in gone {
+            if let Some(tr) = self.tasks.remove(&id) {
+                if let Some(lp) = tr.event_loop {
+                    self.loops.entry(lp).or_default().last_activity = Some(t);
+                }
+            }
+        }
+        for lp in &s.loops {
+            let tr = self.loops.entry(lp.address.clone()).or_default();
+            tr.ready = lp.ready;
+            let backlogged = lp.ready.unwrap_or(0) > 0 && lp.in_selector != Some(true);
+            if backlogged {
+                let since = *tr.backlogged_since.get_or_insert((t, lp.ready.unwrap_or(0)));
+                tr.lag = t - since.0;
+            } else {
+                tr.backlogged_since = None;
+                tr.lag = 0.0;
+            }
+        }
+    }
+
+    /// Seconds the task has been at its current await point, once more than one sample was taken.
+    pub fn waiting_s(&self, id: &str) -> Option<f64> {
+        if self.samples < 2 {
+            return None;
+        }
+        self.tasks.get(id).map(|tr| ((self.last - tr.since) * 10.0).round() / 10.0)
+    }
+
+    /// Fill every task's `waiting_s` in `s` (the latest snapshot of the series).
+    pub fn annotate(&self, s: &mut Snapshot) {
+        for t in &mut s.tasks {
+            t.waiting_s = self.waiting_s(&t.id);
+        }
+    }
+
+    fn stuck_ids(&self, stuck_after: f64, s: &Snapshot) -> HashMap<String, f64> {
+        let mut out = HashMap::new();
+        for task in &s.tasks {
+            let Some(tr) = self.tasks.get(&task.id) else { continue };
+            let waited = self.last - tr.since;
+            if waited < stuck_after || task.waiting_on.runnable || task.state != "pending" || tr.point.is_none() {
+                continue;
+            }
+            // Waiting on other tasks (reported themselves if stuck) or on a timer is not stuck.
+            if matches!(task.waiting_on.kind.as_str(), "task" | "gather" | "taskgroup" | "sleep") {
+                continue;
+            }
+            // Stuck, not idle: its loop ran other work after the task parked here.
+            let loop_moved = task
+                .event_loop
+                .as_ref()
+                .and_then(|lp| self.loops.get(lp))
+                .and_then(|l| l.last_activity)
+                .map(|a| a > tr.since)
+                .unwrap_or(false);
+            if loop_moved {
+                out.insert(task.id.clone(), waited);
+            }
+        }
+        out
+    }
+
+    /// `stuck-task` findings: tasks at the same await point for at least `stuck_after` seconds
+    /// while their event loop kept running other tasks. A task waiting on a lock whose holder is
+    /// stuck too says so.
+    pub fn stuck_tasks(&self, stuck_after: f64, s: &Snapshot) -> Vec<Finding> {
+        let stuck = self.stuck_ids(stuck_after, s);
+        let by_id: HashMap<&str, &TaskSnap> = s.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+        let mut ids: Vec<(&String, &f64)> = stuck.iter().collect();
+        ids.sort_by(|a, b| b.1.partial_cmp(a.1).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(b.0)));
+        let mut out = Vec::new();
+        for (id, waited) in ids.into_iter().take(100) {
+            let Some(t) = by_id.get(id.as_str()) else { continue };
+            let at = t
+                .coroutine_stack
+                .first()
+                .map(|f| format!("{} ({}:{})", f.function, f.file, f.line))
+                .unwrap_or_else(|| "?".into());
+            let on = match (&t.waiting_on.object_type, &t.waiting_on.object, &t.waiting_on.future) {
+                (Some(ty), Some(o), _) => format!("{} {ty} {o}", t.waiting_on.kind),
+                (_, _, Some(f)) => format!("{} {f}", t.waiting_on.kind),
+                _ => t.waiting_on.kind.clone(),
+            };
+            // A lock held by another stuck task: name it, both are part of one problem.
+            let holder = t.waits_for_lock.as_ref().and_then(|l| {
+                s.tasks.iter().find(|h| h.id != t.id && h.holds_locks.contains(l) && stuck.contains_key(&h.id))
+            });
+            let link = holder.map(|h| format!("; the lock is held by task {} ({}), stuck too", h.name, h.id));
+            let mut tasks = vec![t.id.clone()];
+            let mut evidence = vec![Evidence {
+                actor: format!("task {} ({})", t.name, t.id),
+                note: format!("at the same await point for {waited:.0} s, waiting on {on}"),
+                frames: t.coroutine_stack.clone(),
+            }];
+            if let Some(h) = holder {
+                tasks.push(h.id.clone());
+                evidence.push(Evidence {
+                    actor: format!("task {} ({})", h.name, h.id),
+                    note: "holds the lock, stuck itself".into(),
+                    frames: h.coroutine_stack.clone(),
+                });
+            }
+            out.push(Finding {
+                kind: "stuck-task".into(),
+                severity: "warning".into(),
+                summary: format!(
+                    "task {} has not moved for {waited:.0} s (at {at}, waiting on {on}) while its event loop kept running other tasks{}",
+                    t.name,
+                    link.unwrap_or_default()
+                ),
+                threads: t.thread.into_iter().collect(),
+                tasks,
+                locks: vec![],
+                evidence,
+            });
+        }
+        out
+    }
+
+    /// Number of stuck tasks per interpreter-wide count (for metrics).
+    pub fn stuck_count(&self, stuck_after: f64, s: &Snapshot) -> usize {
+        self.stuck_ids(stuck_after, s).len()
+    }
+
+    /// `loop-lag` findings: loops backlogged for at least `threshold` s (callbacks waiting in the
+    /// ready queue at every sample, the thread never back in its selector).
+    pub fn loop_lag(&self, threshold: f64, s: &Snapshot) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for lp in &s.loops {
+            let Some(tr) = self.loops.get(&lp.address) else { continue };
+            if tr.lag < threshold {
+                continue;
+            }
+            let thread = lp.thread.map(|t| format!("thread {t}")).unwrap_or_else(|| "an unknown thread".into());
+            out.push(Finding {
+                kind: "loop-lag".into(),
+                severity: "warning".into(),
+                summary: format!(
+                    "event loop {} on {thread} keeps work waiting: its ready queue has not drained for {:.1} s \
+                     ({} callbacks queued then, {} now) and it never went back to its selector",
+                    lp.address,
+                    tr.lag,
+                    tr.backlogged_since.map(|b| b.1.to_string()).unwrap_or_else(|| "?".into()),
+                    tr.ready.map(|r| r.to_string()).unwrap_or_else(|| "?".into())
+                ),
+                threads: lp.thread.into_iter().collect(),
+                tasks: lp.current_task.iter().cloned().collect(),
+                locks: vec![],
+                evidence: vec![],
+            });
+        }
+        out
+    }
+
+    /// The worst ready-queue wait of each loop now, seconds (for metrics).
+    pub fn loop_lags(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.loops.iter().map(|(k, v)| (k.as_str(), v.lag))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LoopSnap, PythonInfo, WaitingOn};
+
+    fn snap(tasks: Vec<TaskSnap>, loops: Vec<LoopSnap>) -> Snapshot {
+        Snapshot {
+            schema: "taskspy/1".into(),
+            pid: 1,
+            captured_at: String::new(),
+            python: PythonInfo {
+                version: "3.12.1".into(),
+                executable: "/p".into(),
+                free_threaded: false,
+                gil_enabled: true,
+                library: None,
+                gil_reason: None,
+            },
+            threads: vec![],
+            tasks,
+            findings: vec![],
+            interpreters: vec![],
+            capture: None,
+            cmdline: None,
+            locks: vec![],
+            loops,
+        }
+    }
+
+    fn task(id: &str, offset: i64) -> TaskSnap {
+        TaskSnap {
+            id: id.into(),
+            name: format!("n{id}"),
+            state: "pending".into(),
+            event_loop: Some("0xl".into()),
+            await_point: Some(AwaitPoint { code: "0xc".into(), offset, awaited: Some("0xf".into()) }),
+            waiting_on: WaitingOn { kind: "future".into(), future: Some("0xf".into()), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stuck_only_while_the_loop_moves_on() {
+        let mut p = Progress::default();
+        // t=0..40: "a" never moves; "b" moves every sample.
+        for i in 0..=40 {
+            p.observe(&snap(vec![task("a", 10), task("b", i)], vec![]), i as f64);
+        }
+        let s = snap(vec![task("a", 10), task("b", 40)], vec![]);
+        let f = p.stuck_tasks(30.0, &s);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].tasks, vec!["a".to_string()]);
+        assert!(f[0].summary.contains("40 s"));
+        assert_eq!(p.waiting_s("a"), Some(40.0));
+        assert!(p.stuck_tasks(50.0, &s).is_empty(), "not before the threshold");
+        // A loop where nothing moves at all is idle, not stuck.
+        let mut q = Progress::default();
+        for i in 0..=40 {
+            q.observe(&snap(vec![task("a", 10), task("b", 7)], vec![]), i as f64);
+        }
+        assert!(q.stuck_tasks(30.0, &s).is_empty());
+    }
+
+    #[test]
+    fn backlog_counts_while_the_queue_never_drains() {
+        let mut p = Progress::default();
+        let lp = |ready: u64, in_selector: bool| LoopSnap {
+            address: "0xl".into(),
+            interpreter: 0,
+            thread: Some(5),
+            running: true,
+            current_task: None,
+            in_selector: Some(in_selector),
+            ready: Some(ready),
+        };
+        p.observe(&snap(vec![], vec![lp(10, false)]), 0.0);
+        p.observe(&snap(vec![], vec![lp(500, false)]), 1.0);
+        p.observe(&snap(vec![], vec![lp(900, false)]), 3.0);
+        let f = p.loop_lag(2.0, &snap(vec![], vec![lp(900, false)]));
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].summary.contains("3.0 s") && f[0].summary.contains("10 callbacks queued then"),
+            "{}",
+            f[0].summary
+        );
+        // Back in the selector (or drained): no backlog.
+        p.observe(&snap(vec![], vec![lp(0, true)]), 4.0);
+        assert!(p.loop_lag(0.5, &snap(vec![], vec![lp(0, true)])).is_empty());
+    }
+}
