@@ -3,7 +3,8 @@
 #
 # Idempotent and cached under ${TASKSPY_CACHE:-$HOME/.cache/taskspy}; a rerun with a complete cache
 # does no network access and takes well under 2 s. Steps:
-#   1. apt: patchelf, tmux, gcc, gdb (gcore), zstd, lz4, time (installed only when missing).
+#   1. apt: patchelf, tmux, gcc, gdb (gcore), zstd, lz4, time, prometheus (+ promtool), curl
+#      (installed only when missing).
 #   2. pyenv interpreters already on the machine ($(pyenv root)/versions, else ~/.pyenv/versions).
 #   3. Debian unstable CPython 3.13/3.14/3.15 from binary .debs, via a private apt configuration
 #      (the archive address is read from this machine's apt sources, never hard-coded), unpacked
@@ -68,7 +69,7 @@ py_version() {
 is_installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]; }
 
 missing=()
-for p in patchelf tmux gcc gdb zstd lz4 time; do
+for p in patchelf tmux gcc gdb zstd lz4 time prometheus curl; do
     is_installed "$p" || missing+=("$p")
 done
 if ((${#missing[@]})); then

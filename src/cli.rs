@@ -54,6 +54,9 @@ pub enum Command {
     /// Sample at an interval and print findings as they appear: deadlock candidates, stuck tasks, loop lag, blocked loops.
     #[command(after_help = EXIT_CODES)]
     Watch(WatchArgs),
+    /// Serve OpenMetrics for Prometheus (--listen) or write a node_exporter textfile (--textfile): tasks, threads, stuck tasks, GIL, findings.
+    #[command(after_help = EXIT_CODES)]
+    Metrics(MetricsArgs),
     /// Live terminal UI: threads, task tree, details, findings and GIL, refreshing as the process runs.
     #[command(after_help = EXIT_CODES)]
     Top(TopArgs),
@@ -183,6 +186,28 @@ pub struct DeadlockArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// Process ids of the Python processes (any number).
+    #[arg(value_name = "PID", required = true)]
+    pub pids: Vec<i32>,
+    /// Serve the exposition at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR", required_unless_present_any = ["textfile", "once"])]
+    pub listen: Option<String>,
+    /// Write DIR/taskspy.prom (node_exporter's textfile collector), replaced atomically each interval.
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<std::path::PathBuf>,
+    /// Seconds between collections.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub interval: f64,
+    /// A task at the same await point this long (seconds) while its loop runs others is stuck.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub stuck_after: f64,
+    /// Collect once, write the textfile (or print the exposition) and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,7 @@ mod cli;
 
 use clap::{CommandFactory, Parser};
 use std::io::Write;
-use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, tasks, top, watch, Output};
+use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, metrics, tasks, top, watch, Output};
 use taskspy::error::{exit, Error, Result};
 
 fn main() {
@@ -86,6 +86,14 @@ fn run(cli: &cli::Cli) -> Result<Output> {
             for_s: a.for_s,
             json: a.json,
             thresholds: watch::Thresholds { stuck_after: a.stuck_after, lag: a.lag_threshold, blocked: a.threshold },
+        }),
+        cli::Command::Metrics(a) => metrics::run(&metrics::MetricsOptions {
+            pids: a.pids.clone(),
+            listen: a.listen.clone(),
+            textfile: a.textfile.clone(),
+            interval: a.interval,
+            stuck_after: a.stuck_after,
+            once: a.once,
         }),
         cli::Command::Gil(a) => {
             gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json })

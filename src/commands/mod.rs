@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dump;
 pub mod gil;
 pub mod manpage;
+pub mod metrics;
 pub mod origin;
 pub mod tasks;
 pub mod top;
