@@ -113,7 +113,7 @@ fn loop_lag() {
             let fx = Fixture::start(interp, "progress.py", &["lag"], &[])?;
             let (_, found) = watch(fx.pid, &["--for", "3", "--lag-threshold", "1"])?;
             let lag: Vec<&Value> = found.iter().map(|(_, f)| f).filter(|f| f["kind"] == "loop-lag").collect();
-            if lag.len() != 1 || !s(&lag[0]["summary"]).contains("has not drained") {
+            if lag.len() != 1 || !s(&lag[0]["summary"]).contains("keeps work waiting") {
                 return Err(format!("expected one loop-lag finding, got {found:?}"));
             }
             Ok(Outcome::Pass)

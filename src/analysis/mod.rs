@@ -47,8 +47,9 @@ impl Series {
     pub fn findings_now(&self, last: &Snapshot, stuck_after: f64, lag: f64, blocked: f64) -> Vec<Finding> {
         let mut out = last.findings.clone();
         out.extend(self.progress.stuck_tasks(stuck_after, last));
-        out.extend(self.progress.loop_lag(lag, last));
-        out.extend(self.watch.findings(blocked, last));
+        let blocked = self.watch.findings(blocked, last);
+        out.extend(without_blocked(self.progress.loop_lag(lag, last), &blocked));
+        out.extend(blocked);
         out
     }
 
@@ -58,12 +59,18 @@ impl Series {
         let mut findings: Vec<Finding> = self.persistent.clone().unwrap_or_default().into_values().collect();
         findings.sort_by(|a, b| (&a.kind, &a.summary).cmp(&(&b.kind, &b.summary)));
         if let Some(o) = over_time {
-            findings.extend(self.watch.findings(o.blocked, last));
+            let blocked = self.watch.findings(o.blocked, last);
             findings.extend(self.progress.stuck_tasks(o.stuck_after, last));
-            findings.extend(self.progress.loop_lag(o.lag, last));
+            findings.extend(without_blocked(self.progress.loop_lag(o.lag, last), &blocked));
+            findings.extend(blocked);
         }
         findings
     }
+}
+
+/// A blocked loop makes its queued work wait too: report the cause (blocked-loop), not both.
+fn without_blocked(lag: Vec<Finding>, blocked: &[Finding]) -> Vec<Finding> {
+    lag.into_iter().filter(|l| !blocked.iter().any(|b| b.threads.iter().any(|t| l.threads.contains(t)))).collect()
 }
 
 /// Thresholds of the findings only a series can show, seconds.

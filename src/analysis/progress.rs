@@ -13,14 +13,17 @@ struct TaskTrack {
     event_loop: Option<String>,
 }
 
+/// Most ready-queue marks kept per loop.
+const MAX_MARKS: usize = 512;
+
 #[derive(Debug, Clone, Default)]
 struct LoopTrack {
     /// Last time any task of the loop moved (changed await point, appeared or finished).
     last_activity: Option<f64>,
-    /// Since when the loop has been backlogged: callbacks waiting in its ready queue at every
-    /// sample and its thread never idle in the selector. Work queued then is still waiting.
-    backlogged_since: Option<(f64, u64)>,
-    /// How long the current backlog has lasted.
+    /// (time, deque mutation counter, queue length) of earlier samples whose last queued callback
+    /// has not run yet: the ready deque is FIFO, so that callback runs after `length` pops.
+    marks: std::collections::VecDeque<(f64, u64, u64)>,
+    /// How long the oldest still-queued callback (of those marked) has waited.
     lag: f64,
     ready: Option<u64>,
 }
@@ -77,13 +80,21 @@ impl Progress {
         for lp in &s.loops {
             let tr = self.loops.entry(lp.address.clone()).or_default();
             tr.ready = lp.ready;
-            let backlogged = lp.ready.unwrap_or(0) > 0 && lp.in_selector != Some(true);
-            if backlogged {
-                let since = *tr.backlogged_since.get_or_insert((t, lp.ready.unwrap_or(0)));
-                tr.lag = t - since.0;
-            } else {
-                tr.backlogged_since = None;
+            let (Some(len), Some(state)) = (lp.ready, lp.ready_mutations) else {
+                tr.marks.clear();
                 tr.lag = 0.0;
+                continue;
+            };
+            // Pops since a mark: every append and pop bumps the counter, and the length moved by
+            // appends minus pops, so pops = (Δcounter − Δlength) / 2.
+            tr.marks.retain(|&(_, st0, len0)| {
+                let d_state = state.wrapping_sub(st0) as i128;
+                let pops = (d_state - (len as i128 - len0 as i128)) / 2;
+                pops < len0 as i128
+            });
+            tr.lag = tr.marks.front().map(|m| t - m.0).unwrap_or(0.0);
+            if len > 0 && tr.marks.len() < MAX_MARKS {
+                tr.marks.push_back((t, state, len));
             }
         }
     }
@@ -192,8 +203,8 @@ impl Progress {
         self.stuck_ids(stuck_after, s).len()
     }
 
-    /// `loop-lag` findings: loops backlogged for at least `threshold` s (callbacks waiting in the
-    /// ready queue at every sample, the thread never back in its selector).
+    /// `loop-lag` findings: loops where a callback has waited in the ready queue for at least
+    /// `threshold` s (measured from the deque's mutation counter between samples).
     pub fn loop_lag(&self, threshold: f64, s: &Snapshot) -> Vec<Finding> {
         let mut out = Vec::new();
         for lp in &s.loops {
@@ -206,11 +217,10 @@ impl Progress {
                 kind: "loop-lag".into(),
                 severity: "warning".into(),
                 summary: format!(
-                    "event loop {} on {thread} keeps work waiting: its ready queue has not drained for {:.1} s \
-                     ({} callbacks queued then, {} now) and it never went back to its selector",
+                    "event loop {} on {thread} keeps work waiting: a callback has waited {:.1} s in its ready \
+                     queue ({} queued now); it is fed faster than it runs",
                     lp.address,
                     tr.lag,
-                    tr.backlogged_since.map(|b| b.1.to_string()).unwrap_or_else(|| "?".into()),
                     tr.ready.map(|r| r.to_string()).unwrap_or_else(|| "?".into())
                 ),
                 threads: lp.thread.into_iter().collect(),
@@ -292,29 +302,35 @@ mod tests {
     }
 
     #[test]
-    fn backlog_counts_while_the_queue_never_drains() {
-        let mut p = Progress::default();
-        let lp = |ready: u64, in_selector: bool| LoopSnap {
+    fn queued_work_waits_until_as_many_pops_as_were_ahead() {
+        let lp = |ready: u64, state: u64| LoopSnap {
             address: "0xl".into(),
             interpreter: 0,
             thread: Some(5),
             running: true,
             current_task: None,
-            in_selector: Some(in_selector),
+            in_selector: Some(false),
             ready: Some(ready),
+            ready_mutations: Some(state),
         };
-        p.observe(&snap(vec![], vec![lp(10, false)]), 0.0);
-        p.observe(&snap(vec![], vec![lp(500, false)]), 1.0);
-        p.observe(&snap(vec![], vec![lp(900, false)]), 3.0);
-        let f = p.loop_lag(2.0, &snap(vec![], vec![lp(900, false)]));
-        assert_eq!(f.len(), 1);
-        assert!(
-            f[0].summary.contains("3.0 s") && f[0].summary.contains("10 callbacks queued then"),
-            "{}",
-            f[0].summary
-        );
-        // Back in the selector (or drained): no backlog.
-        p.observe(&snap(vec![], vec![lp(0, true)]), 4.0);
-        assert!(p.loop_lag(0.5, &snap(vec![], vec![lp(0, true)])).is_empty());
+        // Fed faster than it runs: +300 appends, +100 pops per second.
+        let mut p = Progress::default();
+        let (mut len, mut st) = (100u64, 1000u64);
+        for i in 0..=4 {
+            p.observe(&snap(vec![], vec![lp(len, st)]), i as f64);
+            len += 200;
+            st += 400;
+        }
+        // At t=4 the last callback queued at t=2 (500 ahead of it, 100 run per second) still waits;
+        // the one queued at t=1 (300 ahead) has just run.
+        let f = p.loop_lag(2.0, &snap(vec![], vec![lp(len, st)]));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].summary.contains("2.0 s"), "{}", f[0].summary);
+        // Saturated but draining (one queued, a thousand run per second): no lag.
+        let mut q = Progress::default();
+        for i in 0..=4u64 {
+            q.observe(&snap(vec![], vec![lp(1, 7 + 2000 * i)]), i as f64);
+        }
+        assert!(q.loop_lag(0.5, &snap(vec![], vec![lp(1, 8007)])).is_empty());
     }
 }

@@ -216,6 +216,7 @@ impl Asyncio<'_> {
         let mut loops: Vec<(u64, Option<i32>)> = loop_thread.into_iter().collect();
         loops.sort_unstable();
         for (lp, tid) in loops {
+            let ready = self.ready_queue(lp);
             rec.loops.push(LoopSnap {
                 address: hex(lp),
                 interpreter: interp.id,
@@ -223,18 +224,25 @@ impl Asyncio<'_> {
                 running: running.contains_key(&lp),
                 current_task: current.get(&lp).map(|t| hex(*t)),
                 in_selector: None,
-                ready: self.ready_len(lp),
+                ready: ready.map(|r| r.0),
+                ready_mutations: ready.and_then(|r| r.1),
             });
         }
         Ok(rec)
     }
 
-    /// `len(loop._ready)` of a pure-Python event loop (uvloop keeps no such deque).
-    fn ready_len(&self, lp: u64) -> Option<u64> {
+    /// `loop._ready` of a pure-Python event loop (uvloop keeps no such deque): its length and
+    /// the deque's mutation counter (`state`, bumped by every append and pop).
+    fn ready_queue(&self, lp: u64) -> Option<(u64, Option<u64>)> {
         let py = self.py;
         let d = py.getattr(lp, "_ready").ok().flatten()?;
         let n = py.mem().read_i64(d.wrapping_add(py.off.ob_size)).ok()?;
-        (0..1 << 40).contains(&n).then_some(n as u64)
+        if !(0..1 << 40).contains(&n) {
+            return None;
+        }
+        // After PyObject_VAR_HEAD: leftblock, rightblock, leftindex, rightindex, state (3.8-3.15).
+        let state_off = py.layout.as_ref().and_then(|l| l.field("dequeobject", "state")).unwrap_or(py.off.ob_size + 40);
+        Some((n as u64, py.mem().read_u64(d.wrapping_add(state_off)).ok()))
     }
 
     /// 3.8–3.13 record no awaited-by relation: rebuild it from the objects.

@@ -309,6 +309,10 @@ pub struct LoopSnap {
     /// Callbacks in the loop's ready queue (`len(loop._ready)`), where it can be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<u64>,
+    /// The ready deque's mutation counter (one per append and per pop): with `ready` it tells
+    /// how many callbacks ran between two snapshots, so how long queued work has waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_mutations: Option<u64>,
 }
 
 impl Snapshot {
