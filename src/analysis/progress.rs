@@ -263,6 +263,7 @@ mod tests {
             capture: None,
             cmdline: None,
             locks: vec![],
+            ns_pid: None,
             loops,
         }
     }

@@ -38,6 +38,10 @@ pub struct Snapshot {
     /// Every event loop that has tasks or a thread running it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loops: Vec<LoopSnap>,
+    /// The PID as the target's own PID namespace numbers it (a container read from the host), when
+    /// it differs from `pid` (the reader's numbering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -246,6 +250,9 @@ pub struct ThreadSnap {
     /// than detached (blocked, or in C code that released it) or suspended (world stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached: Option<bool>,
+    /// The thread id in the target's own PID namespace, when it differs from `tid` (the reader's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_tid: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -86,6 +86,10 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
     let interps = py.interpreters()?;
     let current = py.tstate_current()?;
     let os_tids = py.os.thread_ids();
+    // A target in another PID namespace keeps its own thread numbering in memory: map it to ours.
+    let ns_tids = py.os.ns_tids();
+    let ns_pid = py.os.ns_pid();
+    let mem_tids: Vec<i32> = if ns_tids.is_empty() { os_tids.clone() } else { ns_tids.keys().copied().collect() };
     let mut threads = Vec::new();
     let mut tasks = Vec::new();
     let mut loops: Vec<LoopSnap> = Vec::new();
@@ -103,8 +107,11 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
             }
             Default::default()
         });
-        let pthread_tid_off =
-            if py.off.ts_native_thread_id.is_none() { pthread_tid_offset(py, &records, &os_tids) } else { None };
+        let pthread_tid_off = if py.off.ts_native_thread_id.is_none() {
+            pthread_tid_offset(py, &records, &mem_tids, ns_pid)
+        } else {
+            None
+        };
         let mut holder_tid = None;
         let mut with_tids = Vec::new();
         for rec in records.iter().rev() {
@@ -113,7 +120,9 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
                 .native_tid
                 .or_else(|| info.and_then(|i| i.native_id))
                 .or_else(|| pthread_tid_off.and_then(|off| py.mem().read_i32(rec.ident + off).ok()))
+                .and_then(|t| if ns_tids.is_empty() { Some(t) } else { ns_tids.get(&t).copied() })
                 .filter(|t| os_tids.contains(t));
+            let ns_tid = tid.and_then(|t| ns_tids.iter().find(|(_, r)| **r == t).map(|(inner, _)| *inner));
             let stack = py.walk_frames(rec.top_frame)?;
             if let (Some(e), false) = (&stack.error, tolerate) {
                 return Err(e.clone());
@@ -147,6 +156,7 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
                 holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
                 waits_for_lock: facts.waits_for.map(hex),
                 attached: if py.free_threaded { rec.py_state.map(|s| s == 1) } else { None },
+                ns_tid,
             });
         }
         match aio.collect(interp, &with_tids, tolerate) {
@@ -220,6 +230,7 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
         tasks,
         findings: Vec::new(),
         interpreters: interp_snaps,
+        ns_pid,
         capture: Some(CaptureInfo {
             source: py.os.kind().to_string(),
             core: opts.core.clone(),
@@ -307,11 +318,11 @@ fn gil_reason(py: &PyProcess, interp: Option<u64>) -> Option<GilReason> {
 
 /// 3.8–3.10 keep no kernel TID in the thread state. glibc's `struct pthread` (whose address is the
 /// ident) holds it at a fixed offset: find it on the main thread (TID == PID) and reuse it.
-fn pthread_tid_offset(py: &PyProcess, records: &[ThreadRecord], tids: &[i32]) -> Option<u64> {
-    // The main thread state is the tail of the list.
+fn pthread_tid_offset(py: &PyProcess, records: &[ThreadRecord], tids: &[i32], ns_pid: Option<i32>) -> Option<u64> {
+    // The main thread state is the tail of the list; its pthread holds the PID as the target sees it.
     let main = records.last()?;
     let block = py.mem().read_vec(main.ident, 2048).ok()?;
-    let pid = py.pid as u32;
+    let pid = ns_pid.unwrap_or(py.pid) as u32;
     (0..block.len() as u64 / 4).map(|i| i * 4).find(|&off| {
         let v = block[..].u32_at(off);
         v == pid

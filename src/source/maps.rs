@@ -10,6 +10,10 @@ pub struct MapEntry {
     pub perms: String,
     pub offset: u64,
     pub path: Option<String>,
+    /// Device ("major:minor", hex) and inode of the mapped file, as the kernel lists them (0 when
+    /// unknown, e.g. from a core): used to tell the target's file from a namesake on this machine.
+    pub dev: (u32, u32),
+    pub inode: u64,
 }
 
 impl MapEntry {
@@ -26,7 +30,7 @@ pub fn parse_maps(text: &str) -> Vec<MapEntry> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut it = line.splitn(6, ' ');
-        let (Some(range), Some(perms), Some(off), Some(_dev), Some(_inode)) =
+        let (Some(range), Some(perms), Some(off), Some(dev), Some(inode)) =
             (it.next(), it.next(), it.next(), it.next(), it.next())
         else {
             continue;
@@ -38,7 +42,12 @@ pub fn parse_maps(text: &str) -> Vec<MapEntry> {
         else {
             continue;
         };
-        out.push(MapEntry { start, end, perms: perms.to_string(), offset, path });
+        let dev = dev
+            .split_once(':')
+            .and_then(|(a, b)| Some((u32::from_str_radix(a, 16).ok()?, u32::from_str_radix(b, 16).ok()?)))
+            .unwrap_or((0, 0));
+        let inode = inode.trim().parse().unwrap_or(0);
+        out.push(MapEntry { start, end, perms: perms.to_string(), offset, path, dev, inode });
     }
     out
 }
@@ -52,6 +61,23 @@ pub fn read_maps(pid: i32) -> Result<Vec<MapEntry>> {
             Err(Error::PermissionDenied { pid, detail: "cannot read /proc/PID/maps".into() })
         }
         Err(e) => Err(Error::Other(format!("reading /proc/{pid}/maps: {e}"))),
+    }
+}
+
+/// Paths as the target sees them. A target chroot-ed into a directory of ours (a container
+/// started with chroot rather than pivot_root) has its files listed with that directory in front
+/// ("/var/ctr/usr/bin/python3"); `root` is that directory (readlink of /proc/PID/root).
+pub fn strip_root(maps: &mut [MapEntry], root: &str) {
+    let root = root.trim_end_matches('/');
+    if root.is_empty() {
+        return;
+    }
+    for m in maps {
+        if let Some(p) = &m.path {
+            if let Some(rest) = p.strip_prefix(root).filter(|r| r.starts_with('/')) {
+                m.path = Some(rest.to_string());
+            }
+        }
     }
 }
 
@@ -85,5 +111,6 @@ mod tests {
         assert_eq!(m[1].path, None);
         assert!(m[1].writable());
         assert_eq!(m[2].offset, 0x2000);
+        assert_eq!((m[0].dev, m[0].inode), ((8, 1), 123));
     }
 }

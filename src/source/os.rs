@@ -58,6 +58,23 @@ pub trait OsView: Send + Sync {
     fn environ_var(&self, _name: &str) -> Option<String> {
         None
     }
+    /// Thread ids as the target numbers them (its own PID namespace: what its memory holds) →
+    /// as this reader numbers them (`thread_ids`). Empty when both numberings are the same.
+    fn ns_tids(&self) -> HashMap<i32, i32> {
+        HashMap::new()
+    }
+    /// The target's PID in its own namespace, when that differs from the reader's.
+    fn ns_pid(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// The innermost number of an `NSpid:` line of /proc/…/status ("NSpid:\t4242\t7" → 7): the id in
+/// the process's own PID namespace. `None` when the line is missing or has one number only.
+pub fn innermost_nspid(status: &str) -> Option<i32> {
+    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+    let ids: Vec<i32> = line["NSpid:".len()..].split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    (ids.len() > 1).then(|| *ids.last().unwrap_or(&0)).filter(|i| *i > 0)
 }
 
 /// /proc of a live process.
@@ -131,6 +148,27 @@ impl OsView for LiveOs {
         "live"
     }
 
+    fn ns_tids(&self) -> HashMap<i32, i32> {
+        // A process in a nested PID namespace (a container read from the host) stores its own
+        // numbering in memory; /proc here shows ours. NSpid lists both, outermost first.
+        let mut out = HashMap::new();
+        for tid in self.thread_ids().into_iter().take(100_000) {
+            let Ok(st) = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", self.pid)) else { continue };
+            match innermost_nspid(&st) {
+                Some(inner) if inner != tid => {
+                    out.insert(inner, tid);
+                }
+                _ => return HashMap::new(),
+            }
+        }
+        out
+    }
+
+    fn ns_pid(&self) -> Option<i32> {
+        let st = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        innermost_nspid(&st).filter(|p| *p != self.pid)
+    }
+
     fn environ_var(&self, name: &str) -> Option<String> {
         let env = std::fs::read(format!("/proc/{}/environ", self.pid)).ok()?;
         env.split(|c| *c == 0).find_map(|kv| {
@@ -199,6 +237,14 @@ mod tests {
         assert_eq!(s(None, None).on_cpu(), None);
         assert!(s(Some('T'), Some(Some(202))).blocked());
         assert!(!s(Some('R'), None).blocked());
+    }
+
+    #[test]
+    fn nspid_innermost() {
+        assert_eq!(innermost_nspid("Name:\tx\nNSpid:\t4242\t7\nNStgid:\t1\n"), Some(7));
+        assert_eq!(innermost_nspid("NSpid:\t4242\n"), None);
+        assert_eq!(innermost_nspid("Name:\tx\n"), None);
+        assert_eq!(innermost_nspid("NSpid:\t4242\t9\t1\n"), Some(1));
     }
 
     #[test]

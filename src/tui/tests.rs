@@ -48,6 +48,7 @@ fn snapshot(tasks: Vec<TaskSnap>, threads: Vec<ThreadSnap>) -> Snapshot {
         capture: None,
         cmdline: None,
         locks: vec![],
+        ns_pid: None,
         loops: vec![],
     }
 }

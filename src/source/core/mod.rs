@@ -146,6 +146,8 @@ pub fn open(opts: &CoreOptions) -> Result<Target> {
                 .unwrap_or_else(|| "r--p".into()),
             offset: f.offset,
             path: Some(f.path.clone()),
+            dev: (0, 0),
+            inode: 0,
         })
         .collect();
     if maps.is_empty() {
