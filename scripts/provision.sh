@@ -13,6 +13,7 @@
 #      (/proc/PID/exe is the python binary) with no environment variables.
 #   4. py-spy (comparison oracle), maturin and jsonschema (validates docs/snapshot.schema.json
 #      in the tests) in a venv: $CACHE/venv-tools.
+#   4b. gunicorn + uvicorn (worker-tree tests) per minor version: $CACHE/servers/3.X.
 #   3b. free-threaded python3.14t built from ../shared/cpython/Python-3.14.7.tar.xz (or
 #      $TASKSPY_CPYTHON_SRC) when present: $CACHE/ft/<sha>/prefix (skip with TASKSPY_NO_FT=1).
 #   5. $CACHE/interpreters.tsv: label, version, python path, kind, extra env ("-" = none).
@@ -431,6 +432,33 @@ if ! tools_ok || [[ ${TASKSPY_REFRESH:-} == 1 ]]; then
         tools_ok || { log "SKIP py-spy: not available (see $CACHE/venv-tools.log)"; PYSPY_VER=; }
         [[ -z $PYSPY_VER ]] || log "tools: py-spy $PYSPY_VER, $("$TOOLS/bin/maturin" --version) [at $(now_ms) ms]"
     fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 4b. Real servers for the worker-tree tests (gunicorn, uvicorn): pure-Python wheels installed per
+#     minor version into $CACHE/servers/3.X (put on PYTHONPATH by the tests), with the tools
+#     venv's pip. Markers are evaluated by pip for the host python, not the target: the
+#     backports older targets need (typing_extensions) are named explicitly.
+# ---------------------------------------------------------------------------------------------
+SERVERS_SPEC="gunicorn uvicorn typing_extensions"
+if [[ -x $TOOLS/bin/pip ]]; then
+    declare -A minors_seen=()
+    for v in "${SUPPORTED[@]}"; do
+        m=$(echo "$v" | sed -E 's/^([0-9]+\.[0-9]+).*/\1/')
+        [[ -n ${minors_seen[$m]:-} ]] && continue
+        minors_seen[$m]=1
+        d=$CACHE/servers/$m
+        [[ -f $d/.stamp && $(cat "$d/.stamp") == "$SERVERS_SPEC" && ${TASKSPY_REFRESH:-} != 1 ]] && continue
+        rm -rf "$d.tmp"
+        if "$TOOLS/bin/pip" install -q --disable-pip-version-check --retries 1 --timeout 30 --target "$d.tmp" \
+                --python-version "$m" --implementation cp --only-binary=:all: $SERVERS_SPEC \
+                >"$CACHE/servers-$m.log" 2>&1; then
+            rm -rf "$d" && mv "$d.tmp" "$d" && echo "$SERVERS_SPEC" >"$d/.stamp"
+            log "servers: $(ls "$d" | grep -E '^(gunicorn|uvicorn)-' | sed 's/.dist-info//' | tr '\n' ' ')for $m"
+        else
+            log "SKIP servers for $m: pip failed (see $CACHE/servers-$m.log)"
+        fi
+    done
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -128,6 +128,37 @@ impl Source {
     }
 }
 
+/// A process tree instead of one process.
+#[derive(Args, Debug, Clone)]
+pub struct FamilyArgs {
+    /// Also read the target's descendants that run Python (gunicorn/uvicorn workers, multiprocessing
+    /// pools); others are listed as skipped, exited ones as gone. Output is grouped by process.
+    #[arg(long)]
+    pub subprocesses: bool,
+    /// How many levels of descendants to follow (1 = children only); implies --subprocesses.
+    #[arg(long, value_name = "N")]
+    pub depth: Option<u32>,
+}
+
+impl FamilyArgs {
+    pub fn wanted(&self) -> bool {
+        self.subprocesses || self.depth.is_some()
+    }
+}
+
+impl Source {
+    /// `--subprocesses` follows a live process tree: the PID it starts from.
+    pub fn family_root(&self, input: Option<&String>) -> Result<i32, String> {
+        if self.core.is_some() || input.is_some() {
+            return Err("--subprocesses follows a live process tree: name a PID, not --core or --input".into());
+        }
+        if self.pid.is_some() && self.pid_flag.is_some() {
+            return Err("name one target: a PID, --core CORE or --input FILE, not several".into());
+        }
+        self.pid.or(self.pid_flag).ok_or_else(|| "name a target: a PID".to_string())
+    }
+}
+
 /// Options that read a saved snapshot or pause a live process.
 #[derive(Args, Debug, Clone)]
 pub struct ReadOpts {
@@ -149,6 +180,8 @@ pub struct DumpArgs {
     pub source: Source,
     #[command(flatten)]
     pub read: ReadOpts,
+    #[command(flatten)]
+    pub family: FamilyArgs,
     /// Print one JSON document (schema taskspy/1).
     #[arg(long)]
     pub json: bool,
@@ -160,6 +193,8 @@ pub struct TaskArgs {
     pub source: Source,
     #[command(flatten)]
     pub read: ReadOpts,
+    #[command(flatten)]
+    pub family: FamilyArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -171,6 +206,8 @@ pub struct DeadlockArgs {
     pub source: Source,
     #[command(flatten)]
     pub read: ReadOpts,
+    #[command(flatten)]
+    pub family: FamilyArgs,
     /// Sample for this many seconds (needed to see blocked event loops); 0 = one snapshot.
     #[arg(long, default_value_t = 0.0)]
     pub duration: f64,
@@ -277,6 +314,8 @@ pub struct TopArgs {
 pub struct GilArgs {
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub family: FamilyArgs,
     /// How long to sample, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,

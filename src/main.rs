@@ -5,6 +5,7 @@ mod cli;
 
 use clap::{CommandFactory, Parser};
 use std::io::Write;
+use taskspy::commands::family::FamilyOptions;
 use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, metrics, tasks, top, watch, Output};
 use taskspy::error::{exit, Error, Result};
 
@@ -57,6 +58,26 @@ fn raw_stdout() -> std::mem::ManuallyDrop<std::fs::File> {
 fn run(cli: &cli::Cli) -> Result<Output> {
     let usage = |m: String| Error::Usage(m);
     match &cli.command {
+        cli::Command::Dump(a) if a.family.wanted() => {
+            dump::run_family(&family(&a.source, &a.read, &a.family).map_err(usage)?, a.json)
+        }
+        cli::Command::Ps(a) if a.family.wanted() => {
+            tasks::ps_family(&family(&a.source, &a.read, &a.family).map_err(usage)?, a.json)
+        }
+        cli::Command::Pstree(a) if a.family.wanted() => {
+            tasks::pstree_family(&family(&a.source, &a.read, &a.family).map_err(usage)?, a.json)
+        }
+        cli::Command::Deadlocks(a) if a.family.wanted() => {
+            let fo = family(&a.source, &a.read, &a.family).map_err(usage)?;
+            deadlocks::run_family(&deadlock_options(a, fo.origin(fo.root)), &fo)
+        }
+        cli::Command::Gil(a) if a.family.wanted() => {
+            let fo = FamilyOptions { root: a.target.pid(), depth: a.family.depth, blocking: false, pause_ms: 0 };
+            gil::run_family(
+                &gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json },
+                &fo,
+            )
+        }
         cli::Command::Dump(a) => {
             let origin = a.source.origin(a.read.input.as_ref(), a.read.blocking, a.read.pause_ms).map_err(usage)?;
             dump::run(&dump::DumpOptions { origin, json: a.json })
@@ -71,14 +92,7 @@ fn run(cli: &cli::Cli) -> Result<Output> {
         }
         cli::Command::Deadlocks(a) => {
             let origin = a.source.origin(a.read.input.as_ref(), a.read.blocking, a.read.pause_ms).map_err(usage)?;
-            deadlocks::run(&deadlocks::DeadlockOptions {
-                origin,
-                duration: a.duration,
-                threshold: a.threshold,
-                stuck_after: a.stuck_after,
-                lag_threshold: a.lag_threshold,
-                json: a.json,
-            })
+            deadlocks::run(&deadlock_options(a, origin))
         }
         cli::Command::Watch(a) => watch::run(&watch::WatchOptions {
             pid: a.target.pid(),
@@ -108,5 +122,29 @@ fn run(cli: &cli::Cli) -> Result<Output> {
         cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
         cli::Command::Completions(a) => completions::completions(cli::Cli::command(), a.shell),
         cli::Command::Man => manpage::man_page(cli::Cli::command()),
+    }
+}
+
+fn family(
+    source: &cli::Source,
+    read: &cli::ReadOpts,
+    fam: &cli::FamilyArgs,
+) -> std::result::Result<FamilyOptions, String> {
+    Ok(FamilyOptions {
+        root: source.family_root(read.input.as_ref())?,
+        depth: fam.depth,
+        blocking: read.blocking,
+        pause_ms: read.pause_ms,
+    })
+}
+
+fn deadlock_options(a: &cli::DeadlockArgs, origin: taskspy::commands::origin::Origin) -> deadlocks::DeadlockOptions {
+    deadlocks::DeadlockOptions {
+        origin,
+        duration: a.duration,
+        threshold: a.threshold,
+        stuck_after: a.stuck_after,
+        lag_threshold: a.lag_threshold,
+        json: a.json,
     }
 }

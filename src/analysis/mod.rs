@@ -5,6 +5,7 @@ pub mod deadlock;
 pub mod gil;
 pub mod loops;
 pub mod progress;
+pub mod roles;
 pub mod tree;
 
 use crate::model::{Finding, Snapshot};

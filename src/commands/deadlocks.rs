@@ -1,16 +1,20 @@
 //! `taskspy deadlocks`: findings over one snapshot or samples over `--duration` (live), a core, or
 //! saved snapshots (a series of them counts as samples over time). Exit 3 on findings.
 
+use super::family::{self, FamilyOptions};
 use super::origin::{self, Origin};
 use super::Output;
 use crate::analysis::{OverTime, Series};
-use crate::error::{exit, Result};
+use crate::error::{exit, Error, Result};
+use crate::model::processes::ProcessEntry;
 use crate::model::time::parse_rfc3339;
 use crate::model::{Finding, Snapshot};
 use crate::render::escape::escape;
 use crate::snapshot::CaptureOptions;
 use crate::source::pause;
+use crate::source::proctree::{self, ProcEntry};
 use std::collections::BTreeSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
@@ -62,8 +66,12 @@ pub fn run(opts: &DeadlockOptions) -> Result<Output> {
         }
     };
     let Some(last) = last else { return Err(crate::error::Error::other("no snapshot")) };
+    Ok(report(opts, &mut series, last, secs, over_time))
+}
+
+/// The findings of a series ending in `last`, as the command prints them, exit 3 when any.
+fn report(opts: &DeadlockOptions, series: &mut Series, mut last: Snapshot, secs: f64, over_time: bool) -> Output {
     let thresholds = OverTime { blocked: opts.threshold, stuck_after: opts.stuck_after, lag: opts.lag_threshold };
-    let mut last = last;
     series.progress.annotate(&mut last);
     let findings = series.findings(over_time.then_some(thresholds), &last);
     let code = if findings.is_empty() { exit::OK } else { exit::FINDINGS };
@@ -76,7 +84,121 @@ pub fn run(opts: &DeadlockOptions) -> Result<Output> {
     } else {
         Output::Text(text(&findings, last.pid, series.samples as u32, secs))
     };
-    Ok(Output::WithCode(Box::new(out), code))
+    Output::WithCode(Box::new(out), code)
+}
+
+/// One process of the tree being sampled.
+struct Member {
+    listed: ProcEntry,
+    entry: ProcessEntry,
+    series: Series,
+    last: Option<Snapshot>,
+    first_at: f64,
+}
+
+/// `deadlocks --subprocesses`: every Python process of the tree sampled over `--duration`, the
+/// tree listed again each round so workers started meanwhile are sampled too.
+pub fn run_family(opts: &DeadlockOptions, fo: &FamilyOptions) -> Result<Output> {
+    pause::install_interrupt_handler();
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(opts.duration.max(0.0));
+    let mut members: Vec<Member> = Vec::new();
+    let mut done: Vec<ProcessEntry> = Vec::new();
+    let mut known: HashSet<(i32, u64)> = HashSet::new();
+    let mut root_error = None;
+    let mut readers: HashMap<i32, crate::runtime::PyProcess> = HashMap::new();
+    loop {
+        // New processes of the tree (the root gone: nothing more will appear).
+        if let Ok(listed) = proctree::family(fo.root, fo.depth) {
+            for l in &listed {
+                if !known.insert((l.pid, l.start_time)) {
+                    continue;
+                }
+                let mut entry = family::entry_of(l, &listed);
+                match origin::open_reader(&fo.origin(l.pid)) {
+                    Ok(Some(py)) => {
+                        readers.insert(l.pid, py);
+                        members.push(Member {
+                            listed: l.clone(),
+                            entry,
+                            series: Series::default(),
+                            last: None,
+                            first_at: start.elapsed().as_secs_f64(),
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(Error::Interrupted) => return Err(Error::Interrupted),
+                    Err(e) => {
+                        let e = if proctree::same_process(l) || matches!(e, Error::NotPython { .. }) {
+                            e
+                        } else {
+                            Error::TargetExited(l.pid)
+                        };
+                        family::record_error(&mut entry, &e, l);
+                        if l.pid == fo.root {
+                            root_error = Some(e);
+                        }
+                        done.push(entry);
+                    }
+                }
+            }
+        } else if members.is_empty() && done.is_empty() {
+            return Err(Error::NoSuchProcess(fo.root));
+        }
+        let mut i = 0;
+        while i < members.len() {
+            let m = &mut members[i];
+            let Some(py) = readers.get(&m.listed.pid) else {
+                i += 1;
+                continue;
+            };
+            let snap = origin::capture(py, &fo.origin(m.listed.pid), CaptureOptions::full());
+            let gone = !proctree::same_process(&m.listed) || proctree::execed(&m.listed);
+            match snap {
+                Ok(s) if !gone => {
+                    let s = origin::warn_partial(origin::with_findings(s));
+                    m.entry.role = crate::analysis::roles::refine(m.entry.role.take(), &s);
+                    m.series.add(&s, &s.findings, start.elapsed().as_secs_f64() - m.first_at);
+                    m.last = Some(s);
+                    i += 1;
+                }
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                other => {
+                    let e = match other {
+                        Err(e) if !gone => e,
+                        _ => Error::TargetExited(m.listed.pid),
+                    };
+                    let mut m = members.remove(i);
+                    readers.remove(&m.listed.pid);
+                    family::record_error(&mut m.entry, &e, &m.listed);
+                    done.push(m.entry);
+                }
+            }
+        }
+        if Instant::now() >= end || pause::interrupted() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pause::check_interrupted()?;
+    let mut texts = Vec::new();
+    let mut entries = done;
+    for mut m in members {
+        let Some(last) = m.last.take() else { continue };
+        let secs = start.elapsed().as_secs_f64() - m.first_at;
+        let out = report(opts, &mut m.series, last, secs, opts.duration > 0.0);
+        if out.exit_code() != 0 {
+            m.entry.exit_code = Some(out.exit_code());
+        }
+        if opts.json {
+            m.entry.document = Some(out.to_json_value());
+        } else {
+            texts.push((m.entry.pid, out.text()));
+        }
+        entries.push(m.entry);
+    }
+    family::sort_tree(&mut entries);
+    family::finish("deadlocks", fo, entries, texts, root_error, opts.json)
 }
 
 pub fn text(findings: &[Finding], pid: i32, samples: u32, secs: f64) -> String {

@@ -1,14 +1,19 @@
 //! `taskspy gil`: sample GIL ownership and thread states at a fixed rate without pausing the
 //! target, then report shares per thread, CPU use from /proc, top stacks while holding, switches/s.
 
+use super::family::{self, FamilyOptions};
 use super::Output;
 use crate::analysis::gil::{GilReport, GilStats};
+use crate::error::Error;
 use crate::error::Result;
+use crate::model::processes::ProcessEntry;
 use crate::render::escape::escape;
 use crate::runtime::PyProcess;
 use crate::snapshot::{self, gil_sample};
+use crate::source::proctree::{self, ProcEntry};
 use crate::source::{self, os::clock_ticks_per_second, pause};
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
@@ -19,65 +24,172 @@ pub struct GilOptions {
     pub json: bool,
 }
 
+/// Sampling of one process: its reader, what the first look told, and the statistics so far.
+struct GilRun {
+    py: PyProcess,
+    pid: i32,
+    first: crate::model::Snapshot,
+    names: HashMap<i32, Option<String>>,
+    tid_by_ident: HashMap<u64, i32>,
+    stats: GilStats,
+    errors: u64,
+    cpu0: HashMap<i32, u64>,
+    start: Instant,
+    exited: bool,
+}
+
+impl GilRun {
+    fn open(pid: i32) -> Result<GilRun> {
+        let py = PyProcess::open(source::attach(pid)?)?;
+        let first = snapshot::capture(&py)?;
+        let names = first.threads.iter().filter_map(|t| Some((t.tid?, t.name.clone()))).collect();
+        let tid_by_ident = first.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect();
+        let stats = if py.free_threaded { GilStats::free_threaded() } else { GilStats::default() };
+        let cpu0 = py.os.cpu_ticks();
+        Ok(GilRun { py, pid, first, names, tid_by_ident, stats, errors: 0, cpu0, start: Instant::now(), exited: false })
+    }
+
+    fn sample(&mut self) {
+        match gil_sample::sample(&self.py, &self.tid_by_ident) {
+            Ok(s) => self.stats.add(&s),
+            Err(crate::source::MemError::Exited) => self.exited = true,
+            Err(_) => self.errors += 1,
+        }
+    }
+
+    /// The report as the command prints it.
+    fn finish(mut self, rate: f64, json: bool) -> Output {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let cpu1 = self.py.os.cpu_ticks();
+        let hz = clock_ticks_per_second();
+        let cpu0 = &self.cpu0;
+        let cpu: HashMap<i32, f64> = cpu1
+            .iter()
+            .map(|(tid, t1)| {
+                (*tid, (*t1 - cpu0.get(tid).copied().unwrap_or(*t1).min(*t1)) as f64 / hz / elapsed * 100.0)
+            })
+            .collect();
+        for tid in cpu.keys() {
+            self.names.entry(*tid).or_insert(None);
+        }
+        let report = self.stats.report(elapsed, rate, &self.names, &cpu, 3);
+        let first = &self.first;
+        let note = match (&first.python.gil_reason, first.python.free_threaded, first.python.gil_enabled) {
+            (_, true, false) => Some(
+                "free-threaded build with the GIL disabled: no GIL to contend for; what limits parallelism is below"
+                    .to_string(),
+            ),
+            (Some(r), true, true) => Some(format!("free-threaded build, GIL {}", r.detail)),
+            _ => None,
+        };
+        if json {
+            let mut v = serde_json::to_value(&report).unwrap_or_default();
+            v["schema"] = "taskspy-gil/1".into();
+            v["pid"] = self.pid.into();
+            v["python"] = serde_json::to_value(&first.python).unwrap_or_default();
+            v["read_errors"] = self.errors.into();
+            v["note"] = note.clone().into();
+            return Output::Json(v);
+        }
+        Output::Text(text(&report, &first.python, self.pid, note.as_deref(), self.errors))
+    }
+}
+
+/// Sleep until the next tick of a fixed-rate loop (no burst to catch up after falling behind).
+fn tick(next: &mut Instant, period: Duration) {
+    *next += period;
+    let now = Instant::now();
+    if *next > now {
+        std::thread::sleep(*next - now);
+    } else if now - *next > period * 10 {
+        *next = now;
+    }
+}
+
 pub fn run(opts: &GilOptions) -> Result<Output> {
     pause::install_interrupt_handler();
-    let py = PyProcess::open(source::attach(opts.pid)?)?;
-    let first = snapshot::capture(&py)?;
-    let mut names: HashMap<i32, Option<String>> =
-        first.threads.iter().filter_map(|t| Some((t.tid?, t.name.clone()))).collect();
-    let tid_by_ident: HashMap<u64, i32> = first.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect();
-
+    let mut run = GilRun::open(opts.pid)?;
     let rate = opts.rate.clamp(1.0, 100_000.0);
     let period = Duration::from_secs_f64(1.0 / rate);
-    let cpu0 = py.os.cpu_ticks();
+    let end = run.start + Duration::from_secs_f64(opts.duration.max(0.01));
+    let mut next = run.start;
+    while Instant::now() < end && !pause::interrupted() && !run.exited {
+        run.sample();
+        tick(&mut next, period);
+    }
+    Ok(run.finish(rate, opts.json))
+}
+
+/// `gil --subprocesses`: every Python process of the tree sampled at the rate, round-robin; the
+/// tree is listed again every second so workers started meanwhile are sampled from then on.
+pub fn run_family(opts: &GilOptions, fo: &FamilyOptions) -> Result<Output> {
+    pause::install_interrupt_handler();
+    let rate = opts.rate.clamp(1.0, 100_000.0);
+    let period = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(opts.duration.max(0.01));
+    let mut runs: Vec<(ProcEntry, ProcessEntry, GilRun)> = Vec::new();
+    let mut done: Vec<ProcessEntry> = Vec::new();
+    let mut known: HashSet<(i32, u64)> = HashSet::new();
+    let mut root_error = None;
+    let mut listed_at: Option<Instant> = None;
     let mut next = start;
-    let mut stats = if py.free_threaded { GilStats::free_threaded() } else { GilStats::default() };
-    let mut errors = 0u64;
-    while Instant::now() < end && !pause::interrupted() {
-        match gil_sample::sample(&py, &tid_by_ident) {
-            Ok(s) => stats.add(&s),
-            Err(crate::source::MemError::Exited) => break,
-            Err(_) => errors += 1,
+    loop {
+        if listed_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            listed_at = Some(Instant::now());
+            match proctree::family(fo.root, fo.depth) {
+                Ok(listed) => {
+                    for l in &listed {
+                        if !known.insert((l.pid, l.start_time)) {
+                            continue;
+                        }
+                        let mut entry = family::entry_of(l, &listed);
+                        match GilRun::open(l.pid) {
+                            Ok(r) => {
+                                entry.role = crate::analysis::roles::refine(entry.role.take(), &r.first);
+                                runs.push((l.clone(), entry, r));
+                            }
+                            Err(Error::Interrupted) => return Err(Error::Interrupted),
+                            Err(e) => {
+                                family::record_error(&mut entry, &e, l);
+                                if l.pid == fo.root {
+                                    root_error = Some(e);
+                                }
+                                done.push(entry);
+                            }
+                        }
+                    }
+                }
+                Err(e) if runs.is_empty() && done.is_empty() => return Err(e),
+                Err(_) => {}
+            }
         }
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else if now - next > period * 10 {
-            next = now; // fell far behind: do not try to catch up in a burst
+        for (_, _, r) in runs.iter_mut().filter(|(_, _, r)| !r.exited) {
+            r.sample();
         }
+        if Instant::now() >= end || pause::interrupted() {
+            break;
+        }
+        tick(&mut next, period);
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu1 = py.os.cpu_ticks();
-    let hz = clock_ticks_per_second();
-    let cpu: HashMap<i32, f64> = cpu1
-        .iter()
-        .map(|(tid, t1)| (*tid, (*t1 - cpu0.get(tid).copied().unwrap_or(*t1).min(*t1)) as f64 / hz / elapsed * 100.0))
-        .collect();
-    for tid in cpu.keys() {
-        names.entry(*tid).or_insert(None);
+    pause::check_interrupted()?;
+    let mut entries = done;
+    let mut texts = Vec::new();
+    for (l, mut entry, r) in runs {
+        if r.exited || !proctree::same_process(&l) {
+            family::record_error(&mut entry, &Error::TargetExited(l.pid), &l);
+        } else {
+            let out = r.finish(rate, opts.json);
+            if opts.json {
+                entry.document = Some(out.to_json_value());
+            } else {
+                texts.push((entry.pid, out.text()));
+            }
+        }
+        entries.push(entry);
     }
-    let report = stats.report(elapsed, rate, &names, &cpu, 3);
-    let note = match (&first.python.gil_reason, first.python.free_threaded, first.python.gil_enabled) {
-        (_, true, false) => Some(
-            "free-threaded build with the GIL disabled: no GIL to contend for; what limits parallelism is below"
-                .to_string(),
-        ),
-        (Some(r), true, true) => Some(format!("free-threaded build, GIL {}", r.detail)),
-        _ => None,
-    };
-    if opts.json {
-        let mut v = serde_json::to_value(&report).unwrap_or_default();
-        v["schema"] = "taskspy-gil/1".into();
-        v["pid"] = opts.pid.into();
-        v["python"] = serde_json::to_value(&first.python).unwrap_or_default();
-        v["read_errors"] = errors.into();
-        v["note"] = note.clone().into();
-        return Ok(Output::Json(v));
-    }
-    Ok(Output::Text(text(&report, &first.python, opts.pid, note.as_deref(), errors)))
+    family::sort_tree(&mut entries);
+    family::finish("gil", fo, entries, texts, root_error, opts.json)
 }
 
 fn frame_text(f: &Option<crate::model::Frame>) -> String {

@@ -6,6 +6,7 @@ pub mod completions;
 pub mod deadlocks;
 pub mod demo;
 pub mod dump;
+pub mod family;
 pub mod gil;
 pub mod manpage;
 pub mod metrics;
@@ -60,6 +61,27 @@ impl Output {
             Output::WithCode(o, _) => o.write_to(w)?,
         }
         w.flush()
+    }
+
+    /// The output as one JSON value (a text output becomes a string).
+    pub fn to_json_value(&self) -> serde_json::Value {
+        match self {
+            Output::Text(t) => serde_json::Value::String(t.clone()),
+            Output::Snapshot(s) => serde_json::to_value(s.as_ref()).unwrap_or_default(),
+            Output::Snapshots(v) => serde_json::to_value(v).unwrap_or_default(),
+            Output::Json(v) => v.clone(),
+            Output::Ps(s) => serde_json::to_value(crate::render::tasks::PsJson(s)).unwrap_or_default(),
+            Output::WithCode(o, _) => o.to_json_value(),
+        }
+    }
+
+    /// The output as text (JSON outputs compact).
+    pub fn text(&self) -> String {
+        match self {
+            Output::Text(t) => t.clone(),
+            Output::WithCode(o, _) => o.text(),
+            other => other.to_json_value().to_string(),
+        }
     }
 
     pub fn exit_code(&self) -> i32 {

@@ -1,21 +1,27 @@
 //! `taskspy ps` and `taskspy pstree`: asyncio task table and awaited-by tree, text or JSON.
 //! Rendering lives in render::tasks; this module only wires snapshot → view → output.
 
+use super::family::{self, FamilyOptions};
 use super::origin::{self, Origin};
 use super::Output;
 use crate::analysis::tree;
 use crate::error::Result;
+use crate::model::Snapshot;
 use crate::render::tasks;
 use crate::snapshot::CaptureOptions;
 use serde_json::json;
 
 pub fn ps(origin: &Origin, as_json: bool) -> Result<Output> {
-    let snap = origin::snapshot(origin, CaptureOptions::default())?;
+    ps_of(origin::snapshot(origin, CaptureOptions::default())?, as_json, true)
+}
+
+/// `ps` of one snapshot; `fit` cuts rows to the terminal's width when stdout is one.
+pub fn ps_of(snap: Snapshot, as_json: bool, fit: bool) -> Result<Output> {
     if !as_json {
         let text = tasks::ps_text(&snap);
         // At a terminal the 180-column table is cut to the window; pipes get full rows.
         use std::io::IsTerminal;
-        if std::io::stdout().is_terminal() {
+        if fit && std::io::stdout().is_terminal() {
             if let Ok((w, _)) = ratatui::crossterm::terminal::size() {
                 return Ok(Output::Text(tasks::fit_width(&text, w as usize)));
             }
@@ -26,17 +32,34 @@ pub fn ps(origin: &Origin, as_json: bool) -> Result<Output> {
 }
 
 pub fn pstree(origin: &Origin, as_json: bool) -> Result<Output> {
-    let snap = origin::snapshot(origin, CaptureOptions::default())?;
+    pstree_of(origin::snapshot(origin, CaptureOptions::default())?, as_json, true)
+}
+
+/// `pstree` of one snapshot; `last` when nothing else is printed after it (its memory is not
+/// freed: the process exits right after).
+pub fn pstree_of(snap: Snapshot, as_json: bool, last: bool) -> Result<Output> {
     let t = tree::build(&snap.tasks);
     if !as_json {
         let text = tasks::pstree_text(&snap, &t);
-        // The process exits right after printing: freeing 100,000-node structures is wasted time.
-        std::mem::forget(t);
-        std::mem::forget(snap);
+        if last {
+            // Freeing 100,000-node structures is wasted time when the process exits next.
+            std::mem::forget(t);
+            std::mem::forget(snap);
+        }
         return Ok(Output::Text(text));
     }
     Ok(Output::Json(json!({
         "schema": "taskspy-pstree/1", "pid": snap.pid, "captured_at": snap.captured_at,
         "python": snap.python, "roots": t.roots, "cycles": t.cycles,
     })))
+}
+
+/// `ps --subprocesses`: the table of every Python process of the tree.
+pub fn ps_family(fo: &FamilyOptions, as_json: bool) -> Result<Output> {
+    family::run("ps", fo, CaptureOptions::default(), as_json, &|s| ps_of(s, as_json, false))
+}
+
+/// `pstree --subprocesses`.
+pub fn pstree_family(fo: &FamilyOptions, as_json: bool) -> Result<Output> {
+    family::run("pstree", fo, CaptureOptions::default(), as_json, &|s| pstree_of(s, as_json, false))
 }

@@ -3,6 +3,7 @@
 
 pub mod findings;
 pub mod frame;
+pub mod processes;
 pub mod sample;
 pub mod time;
 

@@ -9,6 +9,7 @@ pub mod maps;
 pub mod memory;
 pub mod os;
 pub mod pause;
+pub mod proctree;
 pub mod target;
 
 pub use live::attach;
