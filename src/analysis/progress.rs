@@ -26,6 +26,8 @@ struct LoopTrack {
     /// How long the oldest still-queued callback (of those marked) has waited.
     lag: f64,
     ready: Option<u64>,
+    /// The ready deque's mutation counter at the previous sample.
+    mutations: Option<u64>,
 }
 
 /// Tracks a series; feed it snapshots in time order.
@@ -80,6 +82,14 @@ impl Progress {
         for lp in &s.loops {
             let tr = self.loops.entry(lp.address.clone()).or_default();
             tr.ready = lp.ready;
+            // The loop ran callbacks since the last sample: tasks that always park at the same
+            // await point (a `while True: await sleep()` loop) look unmoved, the deque does not.
+            if let (Some(before), Some(now)) = (tr.mutations, lp.ready_mutations) {
+                if before != now {
+                    tr.last_activity = Some(t);
+                }
+            }
+            tr.mutations = lp.ready_mutations;
             let (Some(len), Some(state)) = (lp.ready, lp.ready_mutations) else {
                 tr.marks.clear();
                 tr.lag = 0.0;
@@ -300,6 +310,37 @@ mod tests {
             q.observe(&snap(vec![task("a", 10), task("b", 7)], vec![]), i as f64);
         }
         assert!(q.stuck_tasks(30.0, &s).is_empty());
+    }
+
+    #[test]
+    fn loop_running_callbacks_counts_as_moving_on() {
+        // Two samples only; the other task ("b", a sleep loop) looks unmoved both times, but the
+        // ready deque's counter moved: the loop ran work while "a" sat there.
+        let lp = |state: u64| LoopSnap {
+            address: "0xl".into(),
+            interpreter: 0,
+            thread: Some(5),
+            running: true,
+            current_task: None,
+            in_selector: Some(true),
+            ready: Some(0),
+            ready_mutations: Some(state),
+        };
+        let mut sleeper = task("b", 3);
+        sleeper.waiting_on.kind = "sleep".into();
+        let mut p = Progress::default();
+        p.observe(&snap(vec![task("a", 10), sleeper.clone()], vec![lp(100)]), 0.0);
+        let s = snap(vec![task("a", 10), sleeper.clone()], vec![lp(160)]);
+        p.observe(&s, 3.0);
+        let f = p.stuck_tasks(2.0, &s);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].tasks, vec!["a".to_string()]);
+        // The same counter both times: an idle loop, nothing stuck.
+        let mut q = Progress::default();
+        q.observe(&snap(vec![task("a", 10), sleeper.clone()], vec![lp(100)]), 0.0);
+        let s2 = snap(vec![task("a", 10), sleeper], vec![lp(100)]);
+        q.observe(&s2, 3.0);
+        assert!(q.stuck_tasks(2.0, &s2).is_empty());
     }
 
     #[test]
