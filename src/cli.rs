@@ -308,6 +308,8 @@ pub struct TopArgs {
     /// Same as --input (kept for scripts written against earlier versions).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["pid", "pid_flag"])]
     pub replay: Option<String>,
+    #[command(flatten)]
+    pub family: FamilyArgs,
 }
 
 #[derive(Args, Debug)]

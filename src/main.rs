@@ -112,12 +112,16 @@ fn run(cli: &cli::Cli) -> Result<Output> {
         cli::Command::Gil(a) => {
             gil::run(&gil::GilOptions { pid: a.target.pid(), duration: a.duration, rate: a.rate, json: a.json })
         }
+        cli::Command::Top(a) if a.family.wanted() && (a.input.is_some() || a.replay.is_some()) => {
+            Err(usage("--subprocesses follows a live process tree: name a PID, not --input".into()))
+        }
         cli::Command::Top(a) => top::run(&taskspy::tui::runner::TopOptions {
             color: color::enabled_for_stdout(cli.color),
             pid: a.pid.or(a.pid_flag).unwrap_or(0),
             rate: a.rate,
             refresh: a.refresh,
             replay: a.input.clone().or_else(|| a.replay.clone()),
+            subprocesses: a.family.wanted().then_some(a.family.depth),
         }),
         cli::Command::Demo(a) => demo::run_demo(&a.python, a.json),
         cli::Command::Completions(a) => completions::completions(cli::Cli::command(), a.shell),

@@ -221,35 +221,7 @@ fn differences(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
 /// Validate a document against docs/snapshot.schema.json with the jsonschema package that
 /// scripts/provision.sh installs into the tools venv. A missing validator is a printed skip.
 fn check_schema(doc: &Value, what: &str) -> Result<(), String> {
-    let py = cache_dir().join("venv-tools/bin/python");
-    if !py.exists() {
-        note(&format!("SKIP schema validation of {what}: no {} (run scripts/provision.sh)", py.display()));
-        return Ok(());
-    }
-    let dir = TempDir::new("schema");
-    let file = dir.path().join("doc.json");
-    std::fs::write(&file, doc.to_string()).map_err(|e| e.to_string())?;
-    let schema = repo_root().join("docs/snapshot.schema.json");
-    let mut c = Command::new(&py);
-    c.arg("-c")
-        .arg(
-            "import json,sys,jsonschema\n\
-             s=json.load(open(sys.argv[1])); d=json.load(open(sys.argv[2]))\n\
-             errs=sorted(jsonschema.Draft202012Validator(s).iter_errors(d), key=lambda e: list(e.path))\n\
-             [print('/'.join(map(str,e.path)), e.message[:300]) for e in errs[:10]]\n\
-             sys.exit(1 if errs else 0)",
-        )
-        .arg(&schema)
-        .arg(&file);
-    let out = run(c, COMMAND_TIMEOUT);
-    if out.code == Some(0) {
-        return Ok(());
-    }
-    if out.stderr.contains("No module named 'jsonschema'") {
-        note(&format!("SKIP schema validation of {what}: jsonschema is not installed in the tools venv"));
-        return Ok(());
-    }
-    Err(format!("{what} does not match docs/snapshot.schema.json:\n{}{}", out.stdout, truncate(&out.stderr, 2000)))
+    validate_json(doc, "snapshot.schema.json", what)
 }
 
 fn json_of(out: &CmdOutput, what: &str) -> Result<Value, String> {

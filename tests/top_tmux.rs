@@ -10,6 +10,10 @@
 //! * `target_exits_mid_session`: the fixture exits by itself while top runs: the header says
 //!   "process exited" and the last view stays.
 //! * `replay_saved_snapshot`: `top --replay FILE` of a `dump --json` shows REPLAY and the tasks.
+//! * `subprocesses_session`: `top --subprocesses` on fixtures/mp_pool.py: every pool worker listed
+//!   with its role and its last look, the `sleep` helper skipped; `]` switches the panes to a
+//!   worker (its thread parked in park_in_pool); a worker killed meanwhile is listed gone and the
+//!   pool's replacement is picked up and read.
 //! * `refuses_without_a_terminal`: stdout piped -> exit non-zero, one line pointing to `dump`.
 //!
 //! Every tmux session has its own server socket (`tmux -L`), killed when the test ends.
@@ -402,4 +406,105 @@ fn refuses_without_a_terminal() {
         p.finish(String::new)?;
         Ok(Outcome::Pass)
     });
+}
+
+/// The "Processes (N)" pane's lines: "▶ PID (role)  …" / "  PID …".
+fn process_lines(screen: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for l in screen.lines() {
+        if l.contains("Processes (") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if l.starts_with('└') || !l.starts_with('│') {
+                break;
+            }
+            out.push(l.trim_matches('│').trim().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn subprocesses_session() {
+    let tmux_missing = tmux_available();
+    each_interpreter(
+        COVERAGE,
+        "top-subprocesses",
+        false,
+        only(ends(), "the TUI is run on the oldest and newest interpreter and the free-threaded builds"),
+        |interp| {
+            if let Some(why) = &tmux_missing {
+                return Ok(Outcome::Skip(why.clone()));
+            }
+            let fx = Fixture::start(interp, "mp_pool.py", &[], &[])?;
+            let workers: Vec<i32> = fx.ready_line.split_whitespace().skip(2).filter_map(|p| p.parse().ok()).collect();
+            let dir = TempDir::new("taskspy-top");
+            let tm = Tmux::start(&dir.0, &top_cmd(&format!("top --subprocesses {}", fx.pid)))?;
+            let mut p = Problems::default();
+            let listed = |s: &str, pid: i32, what: &str| {
+                process_lines(s)
+                    .iter()
+                    .any(|l| l.trim_start_matches('▶').trim_start().starts_with(&pid.to_string()) && l.contains(what))
+            };
+            // Every worker listed with its role and its look, the sleep helper skipped.
+            let screen = tm.wait_for("every worker read", Duration::from_secs(30), |s| {
+                workers.iter().all(|w| listed(s, *w, "(multiprocessing pool worker)") && listed(s, *w, "tasks"))
+                    && s.contains("skipped: not a Python process")
+            })?;
+            p.check(screen.contains(&format!("PID {} (1 of ", fx.pid)), || format!("header:\n{screen}"));
+            // `]` until a worker is on screen: its main thread parked in park_in_pool.
+            let target = workers[0];
+            let mut on_worker = None;
+            for _ in 0..10 {
+                tm.keys(&["]"]);
+                let s = tm.capture();
+                if s.contains(&format!("taskspy top — PID {target} (")) {
+                    on_worker = Some(s);
+                    break;
+                }
+            }
+            match on_worker {
+                Some(_) => match tm.wait_for("the worker's frames", Duration::from_secs(10), |s| {
+                    s.contains("park_in_pool (mp_pool.py:")
+                }) {
+                    Ok(_) => {}
+                    Err(e) => p.push(format!("worker {target}'s threads pane: {e}")),
+                },
+                None => p.push(format!("`]` never reached worker {target}:\n{}", tm.capture())),
+            }
+            // Kill another worker: listed as gone, the pool's replacement picked up and read.
+            let victim = workers[1];
+            // SAFETY: kill(2) on a pool worker of the fixture this test started.
+            unsafe {
+                libc::kill(victim, libc::SIGKILL);
+            }
+            match tm.wait_for("the killed worker gone and a replacement read", Duration::from_secs(20), |s| {
+                let lines = process_lines(s);
+                let fresh = lines.iter().any(|l| {
+                    let pid: i32 =
+                        l.trim_start_matches('▶').split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
+                    pid > 0
+                        && !workers.contains(&pid)
+                        && pid != fx.pid
+                        && l.contains("(multiprocessing pool worker)")
+                        && l.contains("tasks")
+                });
+                listed(s, victim, "gone") && fresh
+            }) {
+                Ok(_) => {}
+                Err(e) => p.push(e),
+            }
+            p.check(tm.capture().contains(&format!("PID {target} (")), || "the view left the selected worker".into());
+            tm.keys(&["q"]);
+            match tm.wait_for("EXIT=", Duration::from_secs(10), |s| s.contains("EXIT=")) {
+                Ok(s) => p.check(s.contains("EXIT=0"), || format!("top --subprocesses did not exit 0:\n{s}")),
+                Err(e) => p.push(e),
+            }
+            p.finish(|| interp.describe())?;
+            Ok(Outcome::Pass)
+        },
+    );
 }

@@ -22,6 +22,16 @@ fn framework(cmdline: &str) -> Option<&'static str> {
     None
 }
 
+/// The role of a listed process of a tree (`all`, in tree order, root first).
+pub fn role_in_tree(
+    e: &crate::source::proctree::ProcEntry,
+    all: &[crate::source::proctree::ProcEntry],
+) -> Option<String> {
+    let root_cmd = all.first().map(|r| r.cmdline.as_str()).unwrap_or("");
+    let parent = (e.depth > 0).then(|| all.iter().find(|p| p.pid == e.ppid)).flatten();
+    role(&e.cmdline, parent.map(|p| p.cmdline.as_str()).or((e.depth > 0).then_some("")), root_cmd)
+}
+
 /// The role of a process from its command line, its parent's and the root's.
 /// `parent` is `None` for the root of the walk.
 pub fn role(cmdline: &str, parent: Option<&str>, root: &str) -> Option<String> {

@@ -80,6 +80,7 @@ pub fn run_demo(python: &str, json: bool) -> Result<super::Output> {
             rate: 100.0,
             refresh: 1.0,
             replay: None,
+            subprocesses: None,
         })
     } else if json {
         run(&DumpOptions { origin: live(pid), json })

@@ -31,14 +31,12 @@ impl FamilyOptions {
 
 /// A process of the tree before it is read: its entry with role, status still open.
 pub fn entry_of(e: &ProcEntry, all: &[ProcEntry]) -> ProcessEntry {
-    let root_cmd = all.first().map(|r| r.cmdline.as_str()).unwrap_or("");
-    let parent = (e.depth > 0).then(|| all.iter().find(|p| p.pid == e.ppid)).flatten();
     ProcessEntry {
         pid: e.pid,
         ppid: e.ppid,
         depth: e.depth,
         cmdline: e.cmdline.clone(),
-        role: roles::role(&e.cmdline, parent.map(|p| p.cmdline.as_str()).or((e.depth > 0).then_some("")), root_cmd),
+        role: roles::role_in_tree(e, all),
         status: ProcessStatus::Ok,
         note: None,
         exit_code: None,
@@ -49,16 +47,10 @@ pub fn entry_of(e: &ProcEntry, all: &[ProcEntry]) -> ProcessEntry {
 /// Record why a process could not be read. `Interrupted` is not a per-process outcome: the caller
 /// stops on it.
 pub fn record_error(entry: &mut ProcessEntry, e: &Error, listed: &ProcEntry) {
-    let (status, note) = match e {
-        Error::NotPython { .. } => (
-            ProcessStatus::Skipped,
-            format!("not a Python process{}", listed.exe.as_deref().map(|x| format!(" ({x})")).unwrap_or_default()),
-        ),
-        Error::UnsupportedVersion { .. } => (ProcessStatus::Skipped, e.to_string()),
-        Error::NoSuchProcess(_) => (ProcessStatus::Gone, "exited before it could be read".into()),
-        Error::TargetExited(_) => (ProcessStatus::Gone, "exited while it was read".into()),
-        _ => (ProcessStatus::Error, e.to_string()),
-    };
+    let (status, note) = ProcessStatus::of_error(e, listed.exe.as_deref());
+    if matches!(e, Error::NotPython { .. }) {
+        entry.role = None; // a role names a part of a Python service
+    }
     entry.status = status;
     entry.note = Some(note);
     entry.exit_code = Some(e.exit_code());

@@ -21,6 +21,22 @@ pub enum ProcessStatus {
 }
 
 impl ProcessStatus {
+    /// Why a process of the tree was not read, as a status and a note. `exe` is the program
+    /// /proc named when the process was listed.
+    pub fn of_error(e: &crate::error::Error, exe: Option<&str>) -> (ProcessStatus, String) {
+        use crate::error::Error;
+        match e {
+            Error::NotPython { .. } => (
+                ProcessStatus::Skipped,
+                format!("not a Python process{}", exe.map(|x| format!(" ({x})")).unwrap_or_default()),
+            ),
+            Error::UnsupportedVersion { .. } => (ProcessStatus::Skipped, e.to_string()),
+            Error::NoSuchProcess(_) => (ProcessStatus::Gone, "exited before it could be read".into()),
+            Error::TargetExited(_) => (ProcessStatus::Gone, "exited while it was read".into()),
+            _ => (ProcessStatus::Error, e.to_string()),
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ProcessStatus::Ok => "ok",

@@ -84,8 +84,10 @@ impl GilWindow {
     }
 }
 
-pub struct App {
-    pub pid: i32,
+/// What the view shows of one process; in `--subprocesses` mode one per process, the others
+/// kept aside while another is on screen (selection and collapsed tasks survive switching).
+#[derive(Default)]
+pub struct ProcView {
     pub snapshot: Option<Snapshot>,
     pub rows: Vec<Row>,
     pub collapsed: HashSet<String>,
@@ -93,71 +95,20 @@ pub struct App {
     pub task_cursor: usize,
     pub task_offset: usize,
     pub thread_cursor: usize,
-    pub focus: Pane,
-    pub filter: String,
-    pub editing_filter: bool,
-    pub paused: bool,
     pub findings: Vec<(String, Finding)>,
     pub gil_history: VecDeque<u64>,
     pub switch_history: VecDeque<u64>,
     pub gil: GilWindow,
-    pub show_help: bool,
-    pub status: String,
     pub exited: bool,
-    pub replay: bool,
-    pub quit: bool,
     pub refresh_cost_ms: f64,
-    /// Colours on (modifiers such as reverse video for the selection are kept either way).
-    pub color: bool,
     roots: Vec<TreeNode>,
     cycles: Vec<Vec<String>>,
 }
 
-pub const HISTORY: usize = 120;
-
-/// What a key press asks the runner to do beyond changing state.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    None,
-    Save,
-}
-
-impl App {
-    pub fn new(pid: i32, replay: bool) -> App {
-        App {
-            pid,
-            snapshot: None,
-            rows: vec![],
-            collapsed: HashSet::new(),
-            selected_task: None,
-            task_cursor: 0,
-            task_offset: 0,
-            thread_cursor: 0,
-            focus: Pane::Tasks,
-            filter: String::new(),
-            editing_filter: false,
-            paused: false,
-            findings: vec![],
-            gil_history: VecDeque::new(),
-            switch_history: VecDeque::new(),
-            gil: GilWindow::default(),
-            show_help: false,
-            status: String::new(),
-            exited: false,
-            replay,
-            quit: false,
-            refresh_cost_ms: 0.0,
-            color: true,
-            roots: vec![],
-            cycles: vec![],
-        }
-    }
-
-    /// Apply a new snapshot (ignored while paused: the view stays frozen).
-    pub fn update(&mut self, snap: Snapshot, findings: Vec<Finding>, gil: Option<GilWindow>) {
-        if self.paused {
-            return;
-        }
+impl ProcView {
+    /// Take in a new look: tree, findings (kept once seen), GIL history, snapshot. Rows are
+    /// rebuilt by the caller when this view is on screen.
+    fn absorb(&mut self, snap: Snapshot, findings: Vec<Finding>, gil: Option<GilWindow>) {
         let t = tree::build(&snap.tasks);
         self.roots = t.roots;
         self.cycles = t.cycles;
@@ -175,9 +126,162 @@ impl App {
             self.gil = g;
         }
         self.snapshot = Some(snap);
+    }
+}
+
+/// One line of the process list (`top --subprocesses`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessTab {
+    pub pid: i32,
+    pub depth: u32,
+    pub role: Option<String>,
+    pub cmdline: String,
+    /// ok | skipped | gone | error
+    pub status: String,
+    pub note: Option<String>,
+}
+
+pub struct App {
+    /// The process on screen.
+    pub pid: i32,
+    pub view: ProcView,
+    /// `--subprocesses`: every process of the tree, in tree order (empty for one process).
+    pub processes: Vec<ProcessTab>,
+    /// Views of the processes not on screen.
+    pub others: HashMap<i32, ProcView>,
+    pub focus: Pane,
+    pub filter: String,
+    pub editing_filter: bool,
+    pub paused: bool,
+    pub show_help: bool,
+    pub status: String,
+    pub replay: bool,
+    pub quit: bool,
+    /// Colours on (modifiers such as reverse video for the selection are kept either way).
+    pub color: bool,
+}
+
+impl std::ops::Deref for App {
+    type Target = ProcView;
+    fn deref(&self) -> &ProcView {
+        &self.view
+    }
+}
+
+impl std::ops::DerefMut for App {
+    fn deref_mut(&mut self) -> &mut ProcView {
+        &mut self.view
+    }
+}
+
+pub const HISTORY: usize = 120;
+
+/// What a key press asks the runner to do beyond changing state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Save,
+}
+
+impl App {
+    pub fn new(pid: i32, replay: bool) -> App {
+        App {
+            pid,
+            view: ProcView::default(),
+            processes: vec![],
+            others: HashMap::new(),
+            focus: Pane::Tasks,
+            filter: String::new(),
+            editing_filter: false,
+            paused: false,
+            show_help: false,
+            status: String::new(),
+            replay,
+            quit: false,
+            color: true,
+        }
+    }
+
+    /// Apply a new snapshot of the process on screen (ignored while paused: the view stays frozen).
+    pub fn update(&mut self, snap: Snapshot, findings: Vec<Finding>, gil: Option<GilWindow>) {
+        if self.paused {
+            return;
+        }
+        self.view.absorb(snap, findings, gil);
         self.rebuild_rows();
         let n = self.snapshot.as_ref().map(|s| s.threads.len()).unwrap_or(0);
-        self.thread_cursor = self.thread_cursor.min(n.saturating_sub(1));
+        self.view.thread_cursor = self.thread_cursor.min(n.saturating_sub(1));
+    }
+
+    /// A new look at any process of the tree: on screen, or kept for when it is selected.
+    pub fn update_process(&mut self, pid: i32, snap: Snapshot, findings: Vec<Finding>, gil: Option<GilWindow>) {
+        if pid == self.pid {
+            self.update(snap, findings, gil);
+        } else if !self.paused {
+            self.others.entry(pid).or_default().absorb(snap, findings, gil);
+        }
+    }
+
+    /// The process tree as last listed. The process on screen stays selected while listed;
+    /// views of processes no longer listed are dropped (bounded by the tree's size).
+    pub fn set_processes(&mut self, tabs: Vec<ProcessTab>) {
+        if self.paused {
+            return;
+        }
+        let listed: HashSet<i32> = tabs.iter().map(|t| t.pid).collect();
+        self.others.retain(|pid, _| listed.contains(pid));
+        self.processes = tabs;
+        if !self.processes.is_empty() && !listed.contains(&self.pid) {
+            // The process on screen left the tree: keep showing its last look, marked exited.
+            self.view.exited = true;
+        }
+    }
+
+    /// Mark a process as exited (its last look stays on screen).
+    pub fn process_exited(&mut self, pid: i32) {
+        if pid == self.pid {
+            self.view.exited = true;
+        } else if let Some(v) = self.others.get_mut(&pid) {
+            v.exited = true;
+        }
+    }
+
+    /// Index of the process on screen in the process list.
+    pub fn process_index(&self) -> Option<usize> {
+        self.processes.iter().position(|t| t.pid == self.pid)
+    }
+
+    /// Show another process of the list (`delta` steps, clamped), keeping each view's state.
+    pub fn switch_process(&mut self, delta: i64) {
+        if self.processes.is_empty() {
+            return;
+        }
+        let n = self.processes.len() as i64;
+        let at = self.process_index().map(|i| i as i64).unwrap_or(0);
+        let to = (at + delta).clamp(0, n - 1) as usize;
+        self.show_process(self.processes[to].pid);
+    }
+
+    pub fn show_process(&mut self, pid: i32) {
+        if pid == self.pid {
+            return;
+        }
+        let next = self.others.remove(&pid).unwrap_or_default();
+        let prev = std::mem::replace(&mut self.view, next);
+        // A view of a process no longer listed is not kept.
+        if self.processes.iter().any(|t| t.pid == self.pid) {
+            self.others.insert(self.pid, prev);
+        }
+        self.pid = pid;
+        self.rebuild_rows();
+        let tab = self.processes.iter().find(|t| t.pid == pid);
+        self.status = match (tab, &self.view.snapshot) {
+            (Some(t), None) if t.status != "ok" => {
+                format!("PID {pid}: {} {}", t.status, t.note.clone().unwrap_or_default())
+            }
+            (Some(_), None) => format!("PID {pid}: waiting for its first look"),
+            _ => String::new(),
+        };
     }
 
     fn finding_tasks(&self) -> HashSet<&str> {
@@ -221,8 +325,8 @@ impl App {
             }
         }
         self.rows = rows;
-        if let Some(sel) = &self.selected_task {
-            if let Some(i) = self.rows.iter().position(|r| &r.id == sel) {
+        if let Some(sel) = self.selected_task.clone() {
+            if let Some(i) = self.rows.iter().position(|r| r.id == sel) {
                 self.task_cursor = i;
             }
         }
@@ -329,6 +433,8 @@ impl App {
                 };
             }
             "char:s" => return Action::Save,
+            "char:]" | "char:>" => self.switch_process(1),
+            "char:[" | "char:<" => self.switch_process(-1),
             "char:?" => self.show_help = true,
             _ => {}
         }

@@ -1,7 +1,7 @@
 //! Rendering and state tests with ratatui's TestBackend over synthetic snapshots: panes, cycles,
 //! findings, hostile names, an empty process, 10,000 tasks, a too-small terminal, key handling.
 
-use super::state::{Action, App, FtWindow, GilWindow, Pane, ThreadShare};
+use super::state::{Action, App, FtWindow, GilWindow, Pane, ProcessTab, ThreadShare};
 use super::view;
 use crate::model::{
     Evidence, Finding, Frame, LockRef, PythonInfo, Snapshot, TaskSnap, ThreadSnap, ThreadState, WaitingOn,
@@ -316,4 +316,95 @@ fn no_color_mode_draws_without_colours() {
         term.backend().buffer().content().iter().any(|c| c.fg != ratatui::style::Color::Reset),
         "colour mode must colour something"
     );
+}
+
+fn tab(pid: i32, depth: u32, role: &str, status: &str, cmd: &str) -> ProcessTab {
+    ProcessTab {
+        pid,
+        depth,
+        role: (!role.is_empty()).then(|| role.to_string()),
+        cmdline: cmd.into(),
+        status: status.into(),
+        note: (status != "ok").then(|| "not a Python process (/usr/bin/sleep)".to_string()),
+    }
+}
+
+#[test]
+fn subprocesses_list_every_process_and_switch_between_their_panes() {
+    let mut app = App::new(100, false);
+    app.set_processes(vec![
+        tab(100, 0, "gunicorn master", "ok", "python -m gunicorn app:app"),
+        tab(101, 1, "", "skipped", "sleep 100000"),
+        tab(102, 1, "gunicorn worker", "ok", "python -m gunicorn app:app"),
+        tab(103, 1, "gunicorn worker", "ok", "python -m gunicorn app:app\x1b[2J"),
+    ]);
+    app.update_process(100, snapshot(vec![], vec![thread(100, "MainThread", false)]), vec![], None);
+    let worker = |name: &str| {
+        let mut s = snapshot(
+            vec![task("0x1", name, &[], &[], "event"), task("0x2", "idle", &[], &[], "future")],
+            vec![thread(102, "MainThread", true)],
+        );
+        s.pid = 102;
+        s
+    };
+    let finding = Finding {
+        kind: "stuck-task".into(),
+        severity: "warning".into(),
+        summary: "task parked-request stuck".into(),
+        tasks: vec!["0x1".into()],
+        threads: vec![],
+        locks: vec![],
+        evidence: vec![],
+    };
+    app.update_process(102, worker("parked-request"), vec![finding], None);
+    let s = render(&mut app, 120, 44);
+    for needle in [
+        "taskspy top — PID 100 (1 of 4 processes)",
+        "Processes (4)",
+        "▶ 100 (gunicorn master)  1 threads, 0 tasks",
+        "101  skipped: not a Python process (/usr/bin/sleep)  sleep 100000",
+        "102 (gunicorn worker)  1 threads, 2 tasks, 1 finding(s)",
+        "103 (gunicorn worker)  reading…",
+        "[ ] process",
+        "(no pending asyncio tasks)",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in\n{s}");
+    }
+    assert!(!s.contains('\x1b'), "escape sequences reached the screen");
+    // `]` twice: past the skipped process to the worker; its tasks and findings on screen.
+    app.key("char:]");
+    assert_eq!(app.pid, 101);
+    assert!(app.status.contains("skipped"), "{}", app.status);
+    app.key("char:]");
+    assert_eq!(app.pid, 102);
+    let s = render(&mut app, 120, 44);
+    assert!(
+        s.contains("PID 102 (3 of 4 processes)") && s.contains("parked-request") && s.contains("Findings (1)"),
+        "{s}"
+    );
+    // Selection in the worker survives going back to the master and returning.
+    let second = app.rows[1].id.clone();
+    app.key("down");
+    assert_eq!(app.selected_task.as_ref(), Some(&second));
+    app.key("char:[");
+    app.key("char:[");
+    assert_eq!(app.pid, 100);
+    assert!(app.rows.is_empty());
+    app.key("char:[");
+    assert_eq!(app.pid, 100, "clamped at the first process");
+    app.key("char:]");
+    app.key("char:]");
+    assert_eq!(app.selected_task.as_ref(), Some(&second));
+    // Updates for a process not on screen land in its own view.
+    app.update_process(100, snapshot(vec![task("0x7", "boot", &[], &[], "sleep")], vec![]), vec![], None);
+    assert_eq!(app.rows.len(), 2);
+    assert_eq!(app.others[&100].snapshot.as_ref().map(|s| s.tasks.len()), Some(1));
+    // The worker exits: listed without it, its last look stays on screen marked exited.
+    app.set_processes(vec![tab(100, 0, "gunicorn master", "ok", "python -m gunicorn app:app")]);
+    assert!(app.exited);
+    let s = render(&mut app, 120, 44);
+    assert!(s.contains("process exited (showing last view)"), "{s}");
+    app.key("char:[");
+    assert_eq!(app.pid, 100);
+    assert!(!app.others.contains_key(&102), "a view of a process no longer listed is dropped");
 }

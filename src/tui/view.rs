@@ -26,8 +26,16 @@ pub fn draw(f: &mut Frame, app: &mut App) {
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
         return;
     }
+    // `--subprocesses`: the process list on top, the panes below show the selected process.
+    // It takes up to a quarter of the screen; longer lists scroll with the selection.
+    let procs_h = if app.processes.is_empty() {
+        0
+    } else {
+        app.processes.len().min((area.height / 4).max(3) as usize) as u16 + 2
+    };
     let rows = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(procs_h),
         Constraint::Min(8),
         Constraint::Length(9),
         Constraint::Length(5),
@@ -36,18 +44,22 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     ])
     .split(area);
     header(f, app, rows[0]);
-    let main = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).split(rows[1]);
+    if procs_h > 0 {
+        processes(f, app, rows[1]);
+    }
+    let main = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).split(rows[2]);
     threads(f, app, main[0]);
     tasks(f, app, main[1]);
-    details(f, app, rows[2]);
-    findings(f, app, rows[3]);
-    gil(f, app, rows[4]);
+    details(f, app, rows[3]);
+    findings(f, app, rows[4]);
+    gil(f, app, rows[5]);
     let keys = if app.editing_filter {
         format!("filter: {}▏ (Enter apply, Esc clear)", escape(&app.filter))
     } else {
         "↑↓/jk move · Enter/Space expand · Tab pane · / filter · p pause · s save · ? help · q quit".to_string()
     };
-    f.render_widget(Paragraph::new(keys).style(Style::default().add_modifier(Modifier::DIM)), rows[5]);
+    let keys = if app.processes.is_empty() || app.editing_filter { keys } else { format!("[ ] process · {keys}") };
+    f.render_widget(Paragraph::new(keys).style(Style::default().add_modifier(Modifier::DIM)), rows[6]);
     if app.show_help {
         help(f, area);
     }
@@ -68,6 +80,9 @@ pub fn draw(f: &mut Frame, app: &mut App) {
 fn header(f: &mut Frame, app: &App, area: Rect) {
     let mut spans =
         vec![Span::styled(format!(" taskspy top — PID {}", app.pid), Style::default().add_modifier(Modifier::BOLD))];
+    if let Some(i) = app.process_index() {
+        spans.push(Span::raw(format!(" ({} of {} processes)", i + 1, app.processes.len())));
+    }
     if let Some(s) = &app.snapshot {
         let build = if s.python.free_threaded { "free-threaded" } else { "GIL build" };
         spans.push(Span::raw(format!(
@@ -97,6 +112,47 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
         spans.push(Span::raw(format!(" · {}", escape(&app.status))));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The process list of `--subprocesses`: tree order, the one on screen marked, each with its role,
+/// whether it could be read, and what its last look held.
+fn processes(f: &mut Frame, app: &App, area: Rect) {
+    let height = area.height.saturating_sub(2) as usize;
+    let at = app.process_index().unwrap_or(0);
+    let start = at.saturating_sub(height.saturating_sub(1));
+    let mut lines = Vec::with_capacity(height);
+    for (i, t) in app.processes.iter().enumerate().skip(start).take(height) {
+        let view = if t.pid == app.pid { Some(&app.view) } else { app.others.get(&t.pid) };
+        let what = match (t.status.as_str(), view.and_then(|v| v.snapshot.as_ref())) {
+            ("ok", Some(s)) => {
+                let n = view.map(|v| v.findings.len()).unwrap_or(0);
+                let found = if n > 0 { format!(", {n} finding(s)") } else { String::new() };
+                format!("{} threads, {} tasks{found}", s.threads.len(), s.tasks.len())
+            }
+            ("ok", None) => "reading…".to_string(),
+            (st, _) => format!("{st}: {}", escape(t.note.as_deref().unwrap_or(""))),
+        };
+        let role = t.role.as_deref().map(|r| format!(" ({})", escape(r))).unwrap_or_default();
+        let text = format!(
+            "{}{}{}{role}  {what}  {}",
+            if t.pid == app.pid { "▶ " } else { "  " },
+            "  ".repeat(t.depth.min(10) as usize),
+            t.pid,
+            escape(&t.cmdline)
+        );
+        let mut style = Style::default();
+        if t.status != "ok" {
+            style = style.add_modifier(Modifier::DIM);
+        } else if view.is_some_and(|v| !v.findings.is_empty()) {
+            style = style.fg(Color::Red);
+        }
+        if i == at {
+            style = style.add_modifier(Modifier::BOLD);
+        }
+        lines.push(Line::styled(text, style));
+    }
+    let title = format!(" Processes ({}) — [ and ] switch ", app.processes.len());
+    f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)), area);
 }
 
 fn pane_block(title: String, focused: bool) -> Block<'static> {
@@ -357,7 +413,7 @@ fn gil(f: &mut Frame, app: &App, area: Rect) {
 
 fn help(f: &mut Frame, area: Rect) {
     let w = 64.min(area.width);
-    let h = 16.min(area.height);
+    let h = 17.min(area.height);
     let r = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
     let text = vec![
         Line::raw("taskspy top — live view of a Python process"),
@@ -365,6 +421,7 @@ fn help(f: &mut Frame, area: Rect) {
         Line::raw("↑/↓, j/k, PgUp/PgDn  move in the focused pane"),
         Line::raw("Enter / Space        expand or collapse the selected task"),
         Line::raw("Tab                  switch between tasks and threads"),
+        Line::raw("[ / ]                previous / next process (--subprocesses)"),
         Line::raw("/                    filter tasks by name or function"),
         Line::raw("p                    pause: freeze the view (sampling goes on)"),
         Line::raw("s                    save the current snapshot as JSON"),

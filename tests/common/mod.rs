@@ -1480,3 +1480,37 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Validate `doc` against `docs/<schema>` with jsonschema from the tools venv (a printed skip when
+/// the venv is not provisioned).
+pub fn validate_json(doc: &Value, schema: &str, what: &str) -> Result<(), String> {
+    let py = cache_dir().join("venv-tools/bin/python");
+    if !py.exists() {
+        note(&format!("SKIP schema validation of {what}: no {} (run scripts/provision.sh)", py.display()));
+        return Ok(());
+    }
+    let dir = TempDir::new("schema");
+    let file = dir.0.join("doc.json");
+    std::fs::write(&file, doc.to_string()).map_err(|e| e.to_string())?;
+    let schema_path = repo_root().join("docs").join(schema);
+    let mut c = Command::new(&py);
+    c.arg("-c")
+        .arg(
+            "import json,sys,jsonschema\n\
+             s=json.load(open(sys.argv[1])); d=json.load(open(sys.argv[2]))\n\
+             errs=sorted(jsonschema.Draft202012Validator(s).iter_errors(d), key=lambda e: list(e.path))\n\
+             [print('/'.join(map(str,e.path)), e.message[:300]) for e in errs[:10]]\n\
+             sys.exit(1 if errs else 0)",
+        )
+        .arg(&schema_path)
+        .arg(&file);
+    let out = run(c, Duration::from_secs(120));
+    if out.code == Some(0) {
+        return Ok(());
+    }
+    if out.stderr.contains("No module named 'jsonschema'") {
+        note(&format!("SKIP schema validation of {what}: jsonschema is not installed in the tools venv"));
+        return Ok(());
+    }
+    Err(format!("{what} does not match docs/{schema}:\n{}{}", out.stdout, truncate(&out.stderr, 2000)))
+}
