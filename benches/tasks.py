@@ -26,8 +26,37 @@ import measure  # noqa: E402
 
 FIXTURE = os.path.join(measure.HERE, "fixtures", "many_tasks.py")
 SLOW_S = 2.0  # a tool whose first measured run takes longer than this runs only --slow-runs times
-GOALS = {10_000: (0.050, 40 * 1024), 100_000: (0.500, None)}  # leaves -> (wall s, peak RSS KiB)
-GOALS_TEXT = "10,000 tasks ≤ 50 ms and ≤ 40 MB; 100,000 tasks ≤ 500 ms"
+GOALS = {10_000: (0.030, 40 * 1024), 100_000: (0.300, 150 * 1024)}  # leaves -> (wall s, peak RSS KiB)
+GOALS_TEXT = "10,000 tasks ≤ 30 ms and ≤ 40 MB; 100,000 tasks ≤ 300 ms and ≤ 150 MB"
+PAUSE_GOAL_MS = 15.0  # --blocking: the target stopped for at most this long at 10,000 tasks
+REPEAT_GOAL_MS = 10.0  # a later sample of an unchanged 10,000-task process
+
+
+def parse_duration_ms(text):
+    """Rust's Debug format of a Duration (`80.49ms`, `1.2s`, `950.1µs`, `12ns`) in milliseconds."""
+    m = re.fullmatch(r"([0-9.]+)(ns|µs|ms|s)", text.strip())
+    if not m:
+        return None
+    return float(m.group(1)) * {"ns": 1e-6, "µs": 1e-3, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def capture_times_ms(stderr):
+    """`timing: capture D` lines that TASKSPY_TIMING=1 makes taskspy print, one per sample."""
+    out = []
+    for line in stderr.splitlines():
+        if line.startswith("timing: capture "):
+            v = parse_duration_ms(line[len("timing: capture "):])
+            if v is not None:
+                out.append(v)
+    return out
+
+
+def paused_ms(path):
+    try:
+        with open(path, "rb") as f:
+            return (json.load(f).get("capture") or {}).get("paused_ms")
+    except (OSError, ValueError):
+        return None
 
 
 def fmt_bytes(n):
@@ -128,6 +157,7 @@ def main():
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     tools = [  # (label, argv builder, check kind, is taskspy)
         ("`taskspy dump --json`", lambda pid: [args.taskspy, "dump", "--json", str(pid)], "json", True),
+        ("`taskspy dump --json --blocking`", lambda pid: [args.taskspy, "dump", "--json", "--blocking", str(pid)], "json", True),
         ("`taskspy pstree`", lambda pid: [args.taskspy, "pstree", str(pid)], "tree", True),
         ("`taskspy ps`", lambda pid: [args.taskspy, "ps", str(pid)], "table", True),
         (f"`{os.path.basename(args.python)} -m asyncio pstree`", lambda pid: [args.python, "-m", "asyncio", "pstree", str(pid)], "tree", False),
@@ -153,6 +183,9 @@ def main():
     busy_seen = {}  # other processes found on a CPU right after a measured run -> how often
     fixtures = []
     goal_misses = []
+    dump_medians = []  # (tasks, median wall s, peak KiB) of `taskspy dump --json`
+    pauses = []  # (tasks, sorted paused_ms of the --blocking runs)
+    repeats = []  # (tasks, first capture ms, later captures ms)
     tmp = tempfile.mkdtemp(prefix="taskspy-bench-")
     try:
         for leaves in sizes:
@@ -186,6 +219,14 @@ def main():
                             limit[label] = min(args.runs, args.slow_runs)
                         print(f"   {label:34} run {rnd + 1}: {r.wall_s * 1000:8.1f} ms {r.maxrss_kb / 1024:7.1f} MB "
                               f"exit {r.status}", file=sys.stderr, flush=True)
+                # Repeated samples: `watch` reads the same process every 0.25 s; TASKSPY_TIMING=1
+                # makes it print each capture's time (what top/watch/metrics pay per refresh).
+                env = dict(os.environ, TASKSPY_TIMING="1")
+                w = measure.run_measured([args.taskspy, "watch", str(fx.pid), "--interval", "0.25", "--for", "2"],
+                                         os.path.join(tmp, "watch.out"), env=env)
+                caps = capture_times_ms(w.stderr)
+                if len(caps) >= 2:
+                    repeats.append((expected, caps[0], sorted(caps[1:])))
                 for label, _, kind, is_taskspy in tools:
                     rs = runs[label]
                     walls = [r.wall_s for r in rs]
@@ -214,6 +255,12 @@ def main():
                         if gm and peak > gm:
                             goal_misses.append(f"{label} at {expected:,} tasks: {measure.fmt_mb(peak)} vs goal "
                                                f"{gm // 1024} MB ({peak / gm:.1f}×)")
+                    if label == "`taskspy dump --json`":
+                        dump_medians.append((expected, med, peak))
+                    if "--blocking" in label:
+                        ps = sorted(v for v in (paused_ms(r.stdout_path) for r in ok_runs) if v is not None)
+                        if ps:
+                            pauses.append((expected, ps))
                     rows.append([f"{expected:,}", label, len(rs), measure.fmt_ms(med),
                                  f"{measure.fmt_ms(min(walls))} – {measure.fmt_ms(max(walls))}",
                                  measure.fmt_ms(cpu), measure.fmt_mb(peak), fmt_bytes(out_bytes), status, check, goal])
@@ -261,6 +308,50 @@ def main():
                  "stdout to a regular file, *stdout* is its size); peak RSS is that process's `ru_maxrss` (GNU `time -f %M`); "
                  "median CPU is its user + system time (wall ≈ CPU means it never waited for a CPU). \"tasks shown\" "
                  "counts entries in the JSON `tasks` array, `(T)` nodes in trees, rows in `taskspy ps`.")
+    if pauses:
+        lines.append("")
+        lines.append(f"**`--blocking`: how long the target was stopped** (`capture.paused_ms` of each run's JSON: stop, "
+                     f"read, resume; formatting happens after the resume). Goal: ≤ {PAUSE_GOAL_MS:g} ms at 10,000 tasks.")
+        lines.append("")
+        prow = []
+        for n, ps in pauses:
+            med = measure.median(ps)
+            goal = ""
+            if 10_000 <= n < 100_000:
+                goal = ("✓" if med <= PAUSE_GOAL_MS else "✗") + f" ≤ {PAUSE_GOAL_MS:g} ms"
+                if med > PAUSE_GOAL_MS:
+                    goal_misses.append(f"--blocking pause at {n:,} tasks: {med:.1f} ms vs goal {PAUSE_GOAL_MS:g} ms")
+            prow.append([f"{n:,}", len(ps), f"{med:.1f} ms", f"{ps[0]:.1f} – {ps[-1]:.1f} ms", goal])
+        lines.append(measure.table(["tasks", "runs", "median pause", "min – max", "goal"], prow))
+    if repeats:
+        lines.append("")
+        lines.append(f"**Repeated samples** (`TASKSPY_TIMING=1 taskspy watch PID --interval 0.25 --for 2`: the capture time of "
+                     f"each sample of the same unchanged process, as `top`, `watch`, `metrics` and `deadlocks --duration` "
+                     f"pay it per refresh). Goal: a later sample ≤ {REPEAT_GOAL_MS:g} ms at 10,000 tasks.")
+        lines.append("")
+        rrow = []
+        for n, first, later in repeats:
+            med = measure.median(later)
+            goal = ""
+            if 10_000 <= n < 100_000:
+                goal = ("✓" if med <= REPEAT_GOAL_MS else "✗") + f" ≤ {REPEAT_GOAL_MS:g} ms"
+                if med > REPEAT_GOAL_MS:
+                    goal_misses.append(f"later sample at {n:,} tasks: {med:.1f} ms vs goal {REPEAT_GOAL_MS:g} ms")
+            rrow.append([f"{n:,}", f"{first:.1f} ms", len(later), f"{med:.1f} ms", f"{later[0]:.1f} – {later[-1]:.1f} ms", goal])
+        lines.append(measure.table(["tasks", "first capture", "later samples", "median later", "min – max", "goal"], rrow))
+    if len(dump_medians) >= 2:
+        # Least-squares line through (tasks, median wall) of `dump --json`: the cost per 1,000 tasks.
+        xs = [n for n, _, _ in dump_medians]
+        ys = [w * 1000 for _, w, _ in dump_medians]
+        ms_ = [kb / 1024 for _, _, kb in dump_medians]
+        mx, my, mm = sum(xs) / len(xs), sum(ys) / len(ys), sum(ms_) / len(ms_)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        mslope = sum((x - mx) * (m - mm) for x, m in zip(xs, ms_)) / sxx
+        per = ", ".join(f"{n:,}: {w * 1e6 / n:.1f} µs/task" for n, w, _ in dump_medians)
+        lines.append("")
+        lines.append(f"**Growth** of `taskspy dump --json` from {xs[0]:,} to {xs[-1]:,} tasks: {slope * 1000:.1f} ms and "
+                     f"{mslope * 1000:.1f} MB per 1,000 tasks (least-squares slope of the medians); per task: {per}.")
     if goal_misses:
         lines.append("")
         lines.append("Goals missed: " + "; ".join(goal_misses) + ".")

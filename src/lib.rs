@@ -11,4 +11,5 @@ pub mod runtime;
 pub mod snapshot;
 pub mod source;
 pub mod sync;
+pub mod timing;
 pub mod tui;

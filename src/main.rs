@@ -36,8 +36,10 @@ fn main() {
             let raw = raw_stdout();
             let mut stdout = std::io::BufWriter::with_capacity(1 << 18, &*raw);
             // A closed pipe (e.g. `| head`) is not an error worth a message.
+            let phase = taskspy::timing::Phase::start("write output");
             let _ = out.write_to(&mut stdout);
             drop(stdout);
+            drop(phase);
             drop(stdout_lock);
             std::process::exit(if out.exit_code() != 0 { out.exit_code() } else { exit::OK });
         }

@@ -3,7 +3,8 @@
 //! Pure and linear in the number of threads, tasks and locks: it reads only the snapshot.
 
 use crate::model::{Evidence, Finding, Frame, LockRef, Snapshot, TaskSnap};
-use std::collections::{BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeSet;
 
 /// Most `lock-wait` findings reported one by one; the rest are summed up in one more finding.
 pub const MAX_LOCK_WAITS: usize = 100;
@@ -134,7 +135,7 @@ pub fn lock_findings(
     if actors.iter().all(|a| a.waits_for.is_none()) {
         return Vec::new();
     }
-    let mut holders: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut holders: HashMap<&str, Vec<usize>> = HashMap::default();
     for (i, a) in actors.iter().enumerate() {
         for l in &a.holds {
             holders.entry(l).or_default().push(i);
@@ -328,10 +329,10 @@ mod tests {
     #[test]
     fn abba_is_one_cycle() {
         let actors = vec![actor(1, Some("0xb"), &["0xa"], None), actor(2, Some("0xa"), &["0xb"], None)];
-        let locks = HashMap::from([(
-            "0xa",
-            LockRef { kind: "threading.RLock".into(), address: "0xa".into(), name: Some("lock_a".into()) },
-        )]);
+        let locks: HashMap<&str, LockRef> =
+            [("0xa", LockRef { kind: "threading.RLock".into(), address: "0xa".into(), name: Some("lock_a".into()) })]
+                .into_iter()
+                .collect();
         let f = lock_findings(&actors, &locks, "thread-lock-cycle", true);
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].kind, "thread-lock-cycle");
@@ -342,18 +343,18 @@ mod tests {
     #[test]
     fn wait_on_parked_holder_is_lock_wait_not_cycle() {
         let actors = vec![actor(1, Some("0xa"), &[], None), actor(2, None, &["0xa"], Some("sleeping in time.sleep"))];
-        let f = lock_findings(&actors, &HashMap::new(), "thread-lock-cycle", true);
+        let f = lock_findings(&actors, &HashMap::default(), "thread-lock-cycle", true);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].kind, "lock-wait");
         // For tasks, a holder that merely sleeps is healthy.
-        assert!(lock_findings(&actors, &HashMap::new(), "lock-cycle", false).is_empty());
+        assert!(lock_findings(&actors, &HashMap::default(), "lock-cycle", false).is_empty());
     }
 
     #[test]
     fn healthy_contention_has_no_finding() {
         let actors =
             vec![actor(1, Some("0xa"), &[], None), actor(2, None, &["0xa"], None), actor(3, None, &[], Some("idle"))];
-        assert!(lock_findings(&actors, &HashMap::new(), "thread-lock-cycle", true).is_empty());
+        assert!(lock_findings(&actors, &HashMap::default(), "thread-lock-cycle", true).is_empty());
     }
 
     #[test]
@@ -365,13 +366,13 @@ mod tests {
             (0..n).map(|i| actor(i as i32, Some(names[i + 1].as_str()), &[names[i].as_str()], None)).collect();
         chain.push(actor(n as i32, None, &[names[n].as_str()], Some("sleeping")));
         let t = std::time::Instant::now();
-        let f = lock_findings(&chain, &HashMap::new(), "thread-lock-cycle", true);
+        let f = lock_findings(&chain, &HashMap::default(), "thread-lock-cycle", true);
         assert!(f.iter().all(|x| x.kind == "lock-wait"));
         assert_eq!(f.len(), MAX_LOCK_WAITS + 1, "listed waits plus one summary");
         assert!(f.last().unwrap().summary.contains(&format!("{} more", n - MAX_LOCK_WAITS)));
         // Cycle: the last one waits for lock 0.
         chain[n] = actor(n as i32, Some(names[0].as_str()), &[names[n].as_str()], None);
-        let f = lock_findings(&chain, &HashMap::new(), "thread-lock-cycle", true);
+        let f = lock_findings(&chain, &HashMap::default(), "thread-lock-cycle", true);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].threads.len(), n + 1);
         assert!(f[0].summary.len() < 2000);

@@ -53,43 +53,52 @@ pub struct TaskTree {
 }
 
 /// Elementary cycles found by DFS back edges (like CPython's tools), deduplicated by rotation.
+/// The graph is indexed once (task i awaits tasks adj[i]) so the walk compares integers, not ids.
 pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
-    let graph: HashMap<&str, Vec<&str>> =
-        tasks.iter().map(|t| (t.id.as_str(), t.awaiting.iter().map(String::as_str).collect())).collect();
-    #[derive(Clone, Copy, PartialEq)]
-    enum C {
-        White,
-        Grey,
-        Black,
+    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    // Compressed adjacency: the children of i are targets[starts[i]..starts[i + 1]]. A task id
+    // listed twice keeps its first record (as a map keyed by id would).
+    let mut starts = Vec::with_capacity(tasks.len() + 1);
+    let mut targets: Vec<usize> = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        starts.push(targets.len());
+        if index.get(t.id.as_str()) == Some(&i) {
+            targets.extend(t.awaiting.iter().filter_map(|a| index.get(a.as_str()).copied()));
+        }
     }
-    let mut color: HashMap<&str, C> = graph.keys().map(|k| (*k, C::White)).collect();
+    starts.push(targets.len());
+    const WHITE: u8 = 0;
+    const GREY: u8 = 1;
+    const BLACK: u8 = 2;
+    let mut color = vec![WHITE; tasks.len()];
     let mut cycles = Vec::new();
-    let mut seen_sets: HashSet<Vec<String>> = HashSet::default();
-    for start in tasks.iter().map(|t| t.id.as_str()) {
-        if color.get(start) != Some(&C::White) {
+    let mut seen_sets: HashSet<Vec<usize>> = HashSet::default();
+    for start in 0..tasks.len() {
+        if color[start] != WHITE || index.get(tasks[start].id.as_str()) != Some(&start) {
             continue;
         }
         // Iterative DFS (no recursion: 100,000-task chains must not overflow the stack).
         // Each entry: a task on the current path and the index of its next child to visit.
-        let mut path: Vec<(&str, usize)> = vec![(start, 0)];
-        color.insert(start, C::Grey);
+        let mut path: Vec<(usize, usize)> = vec![(start, starts[start])];
+        color[start] = GREY;
         while let Some((v, next)) = path.last_mut() {
             let v = *v;
-            let kids = graph.get(v).map(Vec::as_slice).unwrap_or(&[]);
-            if let Some(&w) = kids.get(*next) {
+            if *next < starts[v + 1] {
+                let w = targets[*next];
                 *next += 1;
-                match color.get(w).copied() {
-                    Some(C::White) => {
-                        color.insert(w, C::Grey);
-                        path.push((w, 0));
+                match color[w] {
+                    WHITE => {
+                        color[w] = GREY;
+                        path.push((w, starts[w]));
                     }
-                    Some(C::Grey) => {
+                    GREY => {
                         if let Some(pos) = path.iter().position(|(x, _)| *x == w) {
-                            let mut cyc: Vec<String> = path[pos..].iter().map(|(s, _)| s.to_string()).collect();
-                            let mut key = cyc.clone();
-                            key.sort();
+                            let members: Vec<usize> = path[pos..].iter().map(|(x, _)| *x).collect();
+                            let mut key = members.clone();
+                            key.sort_unstable();
                             if seen_sets.insert(key) {
-                                cyc.push(w.to_string());
+                                let mut cyc: Vec<String> = members.iter().map(|m| tasks[*m].id.clone()).collect();
+                                cyc.push(tasks[w].id.clone());
                                 cycles.push(cyc);
                             }
                         }
@@ -97,7 +106,7 @@ pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
                     _ => {}
                 }
             } else {
-                color.insert(v, C::Black);
+                color[v] = BLACK;
                 path.pop();
             }
         }

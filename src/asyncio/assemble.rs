@@ -93,7 +93,10 @@ impl Asyncio<'_> {
         let py = self.py;
         let mut rec = AsyncioRecord::default();
         let tstates: Vec<u64> = records.iter().map(|(r, _)| r.tstate).collect();
+        let phase = crate::timing::Phase::start("tasks: registries");
         let found = self.task_addresses(interp, &tstates, tolerate)?;
+        drop(phase);
+        let phase = crate::timing::Phase::start("tasks: read");
         rec.unreadable += found.unreadable;
         let mut raw: Vec<RawTask> = Vec::with_capacity(found.tasks.len());
         let mut broken: Vec<(u64, MemError)> = Vec::new();
@@ -115,6 +118,8 @@ impl Asyncio<'_> {
                 Err(e) => broken.push((a, e)),
             }
         }
+        drop(phase);
+        let phase = crate::timing::Phase::start("tasks: edges");
         let running = self.loops_by_thread(records);
         let current = self.current_tasks(interp, records);
         let idents: HashMap<u64, Option<i32>> = records.iter().map(|(r, t)| (r.ident, *t)).collect();
@@ -164,19 +169,25 @@ impl Asyncio<'_> {
 
         // Lock facts need a waiter: without a task waiting on an asyncio lock no lock cycle or
         // lock wait among tasks exists, and the per-coroutine stack scan is skipped.
+        drop(phase);
+        let phase = crate::timing::Phase::start("tasks: waiting_on");
         let mut waits: Vec<WaitingOn> = raw.iter().map(|t| self.waiting_on(t)).collect();
+        drop(phase);
+        let _phase = crate::timing::Phase::start("tasks: records");
         rec.lock_facts = waits.iter().any(|w| matches!(w.kind.as_str(), "lock" | "semaphore" | "condition"));
         rec.tasks.reserve(raw.len() + broken.len());
-        for (i, t) in raw.iter().enumerate() {
-            let facts = if rec.lock_facts { self.task_lock_facts(t, &mut rec.locks) } else { LockFacts::default() };
+        rec.unreadable += raw.iter().filter(|t| t.error.is_some()).count() as u64;
+        // Consumed: names, frames and errors move into the records instead of being copied.
+        for (i, t) in raw.into_iter().enumerate() {
+            let facts = if rec.lock_facts { self.task_lock_facts(&t, &mut rec.locks) } else { LockFacts::default() };
             let awaited = t.fut_waiter.or(t.chain.awaited);
             rec.tasks.push(TaskSnap {
                 id: hex(t.addr),
-                name: t.name.clone(),
+                name: t.name,
                 state: t.state.as_str().to_string(),
                 thread: loop_thread.get(&t.loop_addr).copied().flatten(),
                 interpreter: interp.id,
-                coroutine_stack: t.chain.frames.clone(),
+                coroutine_stack: t.chain.frames,
                 awaiting: awaiting.get(&t.addr).map(|v| v.iter().map(|a| hex(*a)).collect()).unwrap_or_default(),
                 awaited_by: awaited_by.get(&t.addr).map(|v| v.iter().map(|a| hex(*a)).collect()).unwrap_or_default(),
                 waiting_on: std::mem::take(&mut waits[i]),
@@ -188,7 +199,7 @@ impl Asyncio<'_> {
                 event_loop: (t.loop_addr != 0).then(|| hex(t.loop_addr)),
                 holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
                 waits_for_lock: facts.waits_for.map(hex),
-                error: t.error.clone(),
+                error: t.error,
                 waiting_s: None,
             });
         }
@@ -212,7 +223,6 @@ impl Asyncio<'_> {
                 waiting_s: None,
             });
         }
-        rec.unreadable += raw.iter().filter(|t| t.error.is_some()).count() as u64;
         let mut loops: Vec<(u64, Option<i32>)> = loop_thread.into_iter().collect();
         loops.sort_unstable();
         for (lp, tid) in loops {

@@ -4,7 +4,7 @@
 use super::Asyncio;
 use crate::runtime::threads::InterpInfo;
 use crate::source::{Buf, MemError, MemResult};
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 
 /// Most tasks enumerated per source (CPython's own reader stops at 65,536 list nodes; we go further).
 pub const MAX_TASKS: usize = 2_000_000;
@@ -22,7 +22,7 @@ impl Asyncio<'_> {
     /// is read on its own: with `tolerate`, one unreadable registry is counted and the others kept.
     pub fn task_addresses(&self, interp: &InterpInfo, tstates: &[u64], tolerate: bool) -> MemResult<FoundTasks> {
         let py = self.py;
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut found = FoundTasks::default();
         let mut take = |r: MemResult<Vec<u64>>, found: &mut FoundTasks| -> MemResult<()> {
             match r {
@@ -88,7 +88,7 @@ impl Asyncio<'_> {
         if node == 0 {
             return Ok(out); // list never initialised (thread never used asyncio)
         }
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         while node != head {
             if node == 0 || out.len() >= MAX_TASKS || !seen.insert(node) {
                 return Err(MemError::Other("task list is corrupt or changing".into()));

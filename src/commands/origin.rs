@@ -72,6 +72,7 @@ pub fn capture(py: &PyProcess, origin: &Origin, mut opts: CaptureOptions) -> Res
 /// (snapshots saved before lock facts were recorded).
 pub fn with_findings(mut s: Snapshot) -> Snapshot {
     if s.has_lock_facts() {
+        let _phase = crate::timing::Phase::start("findings");
         s.findings = analysis::deadlock::findings(&s);
     }
     s

@@ -161,7 +161,12 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
         }
         match aio.collect(interp, &with_tids, tolerate) {
             Ok(rec) => {
-                tasks.extend(rec.tasks);
+                // Move, not copy: 10,000 task records copied into a fresh vector fault in megabytes.
+                if tasks.is_empty() {
+                    tasks = rec.tasks;
+                } else {
+                    tasks.extend(rec.tasks);
+                }
                 loops.extend(rec.loops);
                 unreadable += rec.unreadable;
                 for (addr, info) in rec.locks {

@@ -10,16 +10,75 @@ const PAGE: u64 = 4096;
 const SPAN_PAGES: u64 = 4;
 /// Reads larger than this go straight to the target.
 const DIRECT_READ: usize = 64 * 1024;
-/// Bound on cached bytes; the cache is simply emptied when full.
-const MAX_PAGES: usize = 8192; // 32 MiB
+/// Pages kept at once (4 MiB). A walk moves through the heap in allocation order, so a small
+/// window holds what the next objects need; when it is full the oldest page makes room (FIFO).
+/// Slots are allocated once and reused: copying 20 MB of a 10,000-task heap into fresh pages
+/// cost more in page faults than the reads themselves.
+const MAX_PAGES: usize = 1024;
+/// Remembered unreadable pages, forgotten all at once past this.
+const MAX_HOLES: usize = 4096;
 
-type Page = Option<Box<[u8]>>;
+/// A cached page: the index of its slot, or `HOLE` when the page could not be read.
+const HOLE: u32 = u32::MAX;
 
-type PageMap = HashMap<u64, Page, rustc_hash::FxBuildHasher>;
+type PageMap = HashMap<u64, u32, rustc_hash::FxBuildHasher>;
+
+#[derive(Default)]
+struct Pages {
+    map: PageMap,
+    /// Page contents, `PAGE` bytes each, allocated on first use and then recycled.
+    slots: Vec<Box<[u8]>>,
+    /// The page each slot holds (to unlink it from `map` when the slot is reused).
+    owner: Vec<u64>,
+    /// Next slot to reuse once every slot is taken.
+    hand: usize,
+    holes: usize,
+    /// One span's worth of bytes, read in one system call before being copied into slots.
+    scratch: Vec<u8>,
+}
+
+impl Pages {
+    fn clear(&mut self) {
+        self.map.clear();
+        self.hand = 0;
+        self.holes = 0;
+        self.owner.clear();
+    }
+
+    fn release(&mut self) {
+        self.clear();
+        self.map.shrink_to_fit();
+        self.slots = Vec::new();
+        self.owner = Vec::new();
+        self.scratch = Vec::new();
+    }
+
+    /// A slot for `page`, evicting the oldest page when all are taken.
+    fn slot_for(&mut self, page: u64) -> usize {
+        let i = if self.owner.len() < MAX_PAGES {
+            if self.slots.len() == self.owner.len() {
+                self.slots.push(vec![0u8; PAGE as usize].into_boxed_slice());
+            }
+            self.owner.push(page);
+            self.owner.len() - 1
+        } else {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % MAX_PAGES;
+            let old = self.owner[i];
+            if self.map.get(&old) == Some(&(i as u32)) {
+                self.map.remove(&old);
+            }
+            self.owner[i] = page;
+            i
+        };
+        self.map.insert(page, i as u32);
+        i
+    }
+}
 
 pub struct CachedMemory {
     inner: Arc<dyn Memory>,
-    pages: Mutex<PageMap>,
+    pages: Mutex<Pages>,
     enabled: AtomicBool,
     /// Set from outside (a pause deadline): every read fails from then on.
     cancel: AtomicU8,
@@ -32,7 +91,7 @@ impl CachedMemory {
     pub fn new(inner: Arc<dyn Memory>) -> CachedMemory {
         CachedMemory {
             inner,
-            pages: Mutex::new(PageMap::default()),
+            pages: Mutex::new(Pages::default()),
             enabled: AtomicBool::new(false),
             cancel: AtomicU8::new(CANCEL_NONE),
         }
@@ -63,43 +122,44 @@ impl CachedMemory {
 
     /// Stop caching and free the pages.
     pub fn end(&self) {
-        if std::env::var_os("TASKSPY_TIMING").is_some() {
-            eprintln!("timing: page cache held {} pages", crate::sync::lock(&self.pages).len());
+        let mut p = crate::sync::lock(&self.pages);
+        if crate::timing::enabled() {
+            eprintln!("timing: page cache held {} pages ({} slots)", p.map.len(), p.slots.len());
         }
         self.enabled.store(false, Ordering::SeqCst);
-        let mut p = crate::sync::lock(&self.pages);
-        p.clear();
-        p.shrink_to_fit();
+        p.release();
     }
 
     pub fn inner(&self) -> &dyn Memory {
         self.inner.as_ref()
     }
 
-    fn fetch(&self, page: u64, map: &mut PageMap) {
-        if map.len() >= MAX_PAGES {
-            map.clear();
+    /// Read the aligned span around `page` in one system call (each page of it on its own if
+    /// part of the span is unmapped) and keep every page that could be read.
+    fn fetch(&self, page: u64, p: &mut Pages) {
+        if p.holes >= MAX_HOLES {
+            p.map.retain(|_, s| *s != HOLE);
+            p.holes = 0;
         }
-        // Try the aligned span around the page first (one system call, one buffer per page, no
-        // extra copy), then the page alone.
         let span_start = page & !(PAGE * SPAN_PAGES - 1);
-        let mut bufs: Vec<Vec<u8>> = (0..SPAN_PAGES).map(|_| vec![0u8; PAGE as usize]).collect();
-        let ok = {
+        let mut scratch = std::mem::take(&mut p.scratch);
+        scratch.resize((PAGE * SPAN_PAGES) as usize, 0);
+        let ok: Vec<bool> = {
             let mut reqs: Vec<(u64, &mut [u8])> =
-                bufs.iter_mut().enumerate().map(|(i, b)| (span_start + i as u64 * PAGE, &mut b[..])).collect();
-            let res = self.inner.read_many(&mut reqs);
-            res.iter().map(|r| r.is_ok()).collect::<Vec<bool>>()
+                scratch.chunks_mut(PAGE as usize).enumerate().map(|(i, b)| (span_start + i as u64 * PAGE, b)).collect();
+            self.inner.read_many(&mut reqs).iter().map(|r| r.is_ok()).collect()
         };
-        let mut got_page = false;
-        for (i, b) in bufs.into_iter().enumerate() {
-            let p = span_start + i as u64 * PAGE;
-            if ok[i] {
-                got_page |= p == page;
-                map.entry(p).or_insert(Some(b.into_boxed_slice()));
+        for (i, chunk) in scratch.chunks(PAGE as usize).enumerate() {
+            let at = span_start + i as u64 * PAGE;
+            if ok.get(i) == Some(&true) && !p.map.contains_key(&at) {
+                let slot = p.slot_for(at);
+                p.slots[slot].copy_from_slice(chunk);
             }
         }
-        if !got_page {
-            map.insert(page, None);
+        p.scratch = scratch;
+        if !p.map.contains_key(&page) {
+            p.map.insert(page, HOLE);
+            p.holes += 1;
         }
     }
 }
@@ -110,27 +170,28 @@ impl Memory for CachedMemory {
         if !self.enabled.load(Ordering::Relaxed) || buf.len() > DIRECT_READ {
             return self.inner.read(addr, buf);
         }
-        let mut map = crate::sync::lock(&self.pages);
+        let mut p = crate::sync::lock(&self.pages);
         let mut done = 0usize;
         while done < buf.len() {
             let a = addr.checked_add(done as u64).ok_or(MemError::Unmapped(addr))?;
             let page = a & !(PAGE - 1);
-            if !map.contains_key(&page) {
-                self.fetch(page, &mut map);
-            }
-            match map.get(&page) {
-                Some(Some(data)) => {
-                    let off = (a - page) as usize;
-                    let n = (PAGE as usize - off).min(buf.len() - done);
-                    buf[done..done + n].copy_from_slice(&data[off..off + n]);
-                    done += n;
+            let slot = match p.map.get(&page) {
+                Some(s) => *s,
+                None => {
+                    self.fetch(page, &mut p);
+                    p.map.get(&page).copied().unwrap_or(HOLE)
                 }
-                _ => {
-                    drop(map);
-                    // Unmapped as far as the cache can tell: ask the target directly for the precise error.
-                    return self.inner.read(addr, buf);
-                }
+            };
+            if slot == HOLE {
+                drop(p);
+                // Unmapped as far as the cache can tell: ask the target directly for the precise error.
+                return self.inner.read(addr, buf);
             }
+            let data = &p.slots[slot as usize];
+            let off = (a - page) as usize;
+            let n = (PAGE as usize - off).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&data[off..off + n]);
+            done += n;
         }
         Ok(())
     }
@@ -170,5 +231,27 @@ mod tests {
         assert!(c.read_u64(0x5).is_err());
         c.end();
         assert!(c.read_u64(0x10000).is_ok());
+    }
+
+    #[test]
+    fn pages_are_recycled_when_the_window_is_full() {
+        let mut m = SyntheticMemory::new();
+        let pages = MAX_PAGES as u64 * 3;
+        let data: Vec<u8> = (0..pages * PAGE).map(|i| ((i / 8) % 253) as u8).collect();
+        m.map(0x100000, data.clone());
+        let c = CachedMemory::new(Arc::new(m));
+        c.begin();
+        // Two passes over three windows' worth of pages: every read sees the right bytes,
+        // and the cache never holds more than its window.
+        for _ in 0..2 {
+            for p in (0..pages).step_by(3) {
+                let at = 0x100000 + p * PAGE + 24;
+                let want = u64::from_le_bytes(data[(p * PAGE + 24) as usize..][..8].try_into().unwrap());
+                assert_eq!(c.read_u64(at).unwrap(), want);
+            }
+        }
+        let held = crate::sync::lock(&c.pages).slots.len();
+        assert!(held <= MAX_PAGES, "{held} slots");
+        c.end();
     }
 }
