@@ -33,6 +33,8 @@ struct Pages {
     /// Next slot to reuse once every slot is taken.
     hand: usize,
     holes: usize,
+    /// Spans fetched since `begin` (reported with TASKSPY_TIMING).
+    fetches: usize,
     /// One span's worth of bytes, read in one system call before being copied into slots.
     scratch: Vec<u8>,
 }
@@ -42,6 +44,7 @@ impl Pages {
         self.map.clear();
         self.hand = 0;
         self.holes = 0;
+        self.fetches = 0;
         self.owner.clear();
     }
 
@@ -124,7 +127,7 @@ impl CachedMemory {
     pub fn end(&self) {
         let mut p = crate::sync::lock(&self.pages);
         if crate::timing::enabled() {
-            eprintln!("timing: page cache held {} pages ({} slots)", p.map.len(), p.slots.len());
+            eprintln!("timing: page cache held {} pages ({} slots), {} spans fetched", p.map.len(), p.slots.len(), p.fetches);
         }
         self.enabled.store(false, Ordering::SeqCst);
         p.release();
@@ -141,6 +144,7 @@ impl CachedMemory {
             p.map.retain(|_, s| *s != HOLE);
             p.holes = 0;
         }
+        p.fetches += 1;
         let span_start = page & !(PAGE * SPAN_PAGES - 1);
         let mut scratch = std::mem::take(&mut p.scratch);
         scratch.resize((PAGE * SPAN_PAGES) as usize, 0);
