@@ -122,7 +122,7 @@ pub fn build(tasks: &[TaskSnap]) -> TaskTree {
         .filter(|t| t.awaited_by.iter().any(|p| by_id.contains_key(p.as_str())))
         .map(|t| t.id.as_str())
         .collect();
-    let mut drawn: HashSet<String> = HashSet::default();
+    let mut drawn: HashSet<&str> = HashSet::default();
     let mut roots = Vec::new();
     let mut deferred: Vec<&TaskSnap> = Vec::new();
     // Roots in a stable, readable order (task registries are hash sets: their order means nothing).
@@ -163,10 +163,10 @@ pub fn build(tasks: &[TaskSnap]) -> TaskTree {
 fn draw_again<'a>(
     t: &'a TaskSnap,
     by_id: &HashMap<&str, &'a TaskSnap>,
-    drawn: &mut HashSet<String>,
+    drawn: &mut HashSet<&'a str>,
     deferred: &mut Vec<&'a TaskSnap>,
 ) -> TreeNode {
-    drawn.remove(&t.id);
+    drawn.remove(t.id.as_str());
     draw(t, by_id, drawn, deferred)
 }
 
@@ -192,7 +192,7 @@ fn node(t: &TaskSnap) -> TreeNode {
 fn draw<'a>(
     root: &'a TaskSnap,
     by_id: &HashMap<&str, &'a TaskSnap>,
-    drawn: &mut HashSet<String>,
+    drawn: &mut HashSet<&'a str>,
     deferred: &mut Vec<&'a TaskSnap>,
 ) -> TreeNode {
     struct Frame<'a> {
@@ -200,20 +200,22 @@ fn draw<'a>(
         node: TreeNode,
         next_child: usize,
     }
-    drawn.insert(root.id.clone());
+    // Sets of ids borrowed from the snapshot: no copy of an id per task visited.
+    drawn.insert(root.id.as_str());
     let mut stack: Vec<Frame> = vec![Frame { task: root, node: node(root), next_child: 0 }];
-    let mut on_path: HashSet<String> = HashSet::default();
-    on_path.insert(root.id.clone());
+    let mut on_path: HashSet<&'a str> = HashSet::default();
+    on_path.insert(root.id.as_str());
     while let Some(top) = stack.last_mut() {
         if top.next_child < top.task.awaiting.len() {
-            let cid = top.task.awaiting[top.next_child].clone();
+            let task: &'a TaskSnap = top.task;
+            let cid: &'a str = task.awaiting[top.next_child].as_str();
             top.next_child += 1;
-            let Some(child) = by_id.get(cid.as_str()).copied() else { continue };
-            if on_path.contains(&cid) {
+            let Some(child) = by_id.get(cid).copied() else { continue };
+            if on_path.contains(cid) {
                 let mut n = node(child);
                 n.cycle = true;
                 top.node.children.push(n);
-            } else if drawn.contains(&cid) {
+            } else if drawn.contains(cid) {
                 let mut n = node(child);
                 n.shown_elsewhere = true;
                 top.node.children.push(n);
@@ -221,15 +223,15 @@ fn draw<'a>(
                 if let Some(top) = stack.last_mut() {
                     top.node.continued_below = true;
                 }
-                drawn.insert(cid.clone());
+                drawn.insert(cid);
                 deferred.push(child);
             } else {
-                drawn.insert(cid.clone());
+                drawn.insert(cid);
                 on_path.insert(cid);
                 stack.push(Frame { task: child, node: node(child), next_child: 0 });
             }
         } else if let Some(done) = stack.pop() {
-            on_path.remove(&done.task.id);
+            on_path.remove(done.task.id.as_str());
             match stack.last_mut() {
                 Some(parent) => parent.node.children.push(done.node),
                 None => return done.node,

@@ -38,8 +38,11 @@ pub fn pstree(origin: &Origin, as_json: bool) -> Result<Output> {
 /// `pstree` of one snapshot; `last` when nothing else is printed after it (its memory is not
 /// freed: the process exits right after).
 pub fn pstree_of(snap: Snapshot, as_json: bool, last: bool) -> Result<Output> {
+    let phase = crate::timing::Phase::start("tree");
     let t = tree::build(&snap.tasks);
+    drop(phase);
     if !as_json {
+        let _phase = crate::timing::Phase::start("render");
         let text = tasks::pstree_text(&snap, &t);
         if last {
             // Freeing 100,000-node structures is wasted time when the process exits next.

@@ -1,7 +1,7 @@
 //! `ps` table and `pstree` drawing of asyncio tasks, in the layout `python -m asyncio ps/pstree`
 //! users know; cycles are marked instead of refusing to draw.
 
-use super::escape::escape;
+use super::escape::{escape, escaped};
 use crate::analysis::tree::{TaskTree, TreeNode};
 use crate::model::{Snapshot, TaskSnap};
 use std::collections::HashMap;
@@ -103,7 +103,7 @@ pub fn ps_text(s: &Snapshot) -> String {
     let _ = writeln!(o, "{}", "-".repeat(if waiting.is_empty() { 180 } else { 190 }));
     for r in ps_rows(s) {
         let w = waiting.get(r[1].as_str()).map(|w| format!(" {}", fmt_wait(*w))).unwrap_or_default();
-        let r: Vec<String> = r.iter().map(|c| escape(c)).collect();
+        let r: Vec<std::borrow::Cow<str>> = r.iter().map(|c| escaped(c)).collect();
         let _ = writeln!(
             o,
             "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}{w}",
@@ -173,14 +173,14 @@ fn render_node(o: &mut String, root: &TreeNode) {
         if let (Some(w), false) = (n.waiting_s, n.cycle || n.shown_elsewhere) {
             mark.push_str(&format!("  (waiting {})", fmt_wait(w)));
         }
-        let _ = writeln!(o, "{prefix}{branch}(T) {}{mark}", escape(&n.name));
+        let _ = writeln!(o, "{prefix}{branch}(T) {}{mark}", escaped(&n.name));
         let mut pref = prefix.clone() + if last { "    " } else { "│   " };
         if n.cycle || n.shown_elsewhere {
             continue;
         }
         // Coroutine frames, outermost first, each one level deeper.
         for f in n.coroutine_stack.iter().rev() {
-            let _ = writeln!(o, "{pref}└──  {} {}:{}", escape(&f.function), escape(&f.file), f.line);
+            let _ = writeln!(o, "{pref}└──  {} {}:{}", escaped(&f.function), escaped(&f.file), f.line);
             pref.push_str("    ");
         }
         if n.continued_below {

@@ -127,7 +127,12 @@ impl CachedMemory {
     pub fn end(&self) {
         let mut p = crate::sync::lock(&self.pages);
         if crate::timing::enabled() {
-            eprintln!("timing: page cache held {} pages ({} slots), {} spans fetched", p.map.len(), p.slots.len(), p.fetches);
+            eprintln!(
+                "timing: page cache held {} pages ({} slots), {} spans fetched",
+                p.map.len(),
+                p.slots.len(),
+                p.fetches
+            );
         }
         self.enabled.store(false, Ordering::SeqCst);
         p.release();
