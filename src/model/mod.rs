@@ -358,7 +358,8 @@ pub fn hex(addr: u64) -> String {
     buf[i] = b'x';
     i -= 1;
     buf[i] = b'0';
-    String::from_utf8_lossy(&buf[i..]).into_owned()
+    // Only ASCII digits were written: the check cannot fail (and is cheap, unlike the lossy path).
+    std::str::from_utf8(&buf[i..]).map(str::to_owned).unwrap_or_default()
 }
 
 /// The address a hex id names (`"0x7f…"`).

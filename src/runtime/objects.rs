@@ -101,6 +101,8 @@ impl PyProcess {
         let n = length.min(max_chars);
         let bytes = self.mem().read_vec(data, (n * kind as u64) as usize)?;
         let mut s: String = match kind {
+            // The common case: the bytes read become the string, no per-char rebuild.
+            1 if ascii && bytes.is_ascii() => String::from_utf8(bytes).unwrap_or_default(),
             1 if ascii => bytes.iter().map(|&b| if b < 0x80 { b as char } else { '\u{fffd}' }).collect(),
             1 => bytes.iter().map(|&b| b as char).collect(),
             2 => bytes
