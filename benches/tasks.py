@@ -51,6 +51,15 @@ def capture_times_ms(stderr):
     return out
 
 
+def ms_goal(tasks, value_ms, goal_ms, what, misses):
+    """Verdict for a millisecond goal that applies at the 10,000-task size (noted in `misses` if missed)."""
+    if not 10_000 <= tasks < 100_000:
+        return ""
+    if value_ms > goal_ms:
+        misses.append(f"{what} at {tasks:,} tasks: {value_ms:.1f} ms vs goal {goal_ms:g} ms")
+    return ("✓" if value_ms <= goal_ms else "✗") + f" ≤ {goal_ms:g} ms"
+
+
 def paused_ms(path):
     try:
         with open(path, "rb") as f:
@@ -316,11 +325,7 @@ def main():
         prow = []
         for n, ps in pauses:
             med = measure.median(ps)
-            goal = ""
-            if 10_000 <= n < 100_000:
-                goal = ("✓" if med <= PAUSE_GOAL_MS else "✗") + f" ≤ {PAUSE_GOAL_MS:g} ms"
-                if med > PAUSE_GOAL_MS:
-                    goal_misses.append(f"--blocking pause at {n:,} tasks: {med:.1f} ms vs goal {PAUSE_GOAL_MS:g} ms")
+            goal = ms_goal(n, med, PAUSE_GOAL_MS, "--blocking pause", goal_misses)
             prow.append([f"{n:,}", len(ps), f"{med:.1f} ms", f"{ps[0]:.1f} – {ps[-1]:.1f} ms", goal])
         lines.append(measure.table(["tasks", "runs", "median pause", "min – max", "goal"], prow))
     if repeats:
@@ -332,11 +337,7 @@ def main():
         rrow = []
         for n, first, later in repeats:
             med = measure.median(later)
-            goal = ""
-            if 10_000 <= n < 100_000:
-                goal = ("✓" if med <= REPEAT_GOAL_MS else "✗") + f" ≤ {REPEAT_GOAL_MS:g} ms"
-                if med > REPEAT_GOAL_MS:
-                    goal_misses.append(f"later sample at {n:,} tasks: {med:.1f} ms vs goal {REPEAT_GOAL_MS:g} ms")
+            goal = ms_goal(n, med, REPEAT_GOAL_MS, "later sample", goal_misses)
             rrow.append([f"{n:,}", f"{first:.1f} ms", len(later), f"{med:.1f} ms", f"{later[0]:.1f} – {later[-1]:.1f} ms", goal])
         lines.append(measure.table(["tasks", "first capture", "later samples", "median later", "min – max", "goal"], rrow))
     if len(dump_medians) >= 2:
