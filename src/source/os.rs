@@ -113,15 +113,7 @@ impl OsView for LiveOs {
     }
 
     fn cmdline(&self) -> String {
-        std::fs::read(format!("/proc/{}/cmdline", self.pid))
-            .map(|b| {
-                b.split(|c| *c == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default()
+        super::proctree::cmdline_of(self.pid)
     }
 
     fn alive(&self) -> bool {
