@@ -572,6 +572,9 @@ impl Fixture {
     }
 
     pub fn spawn(mut cmd: Command, what: &str) -> Result<Fixture, String> {
+        // Its own process group: dropping the fixture kills what it started too (pool workers,
+        // a multiprocessing forkserver, helper processes), not only the script itself.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start {what}: {e}"))?;
         let pid = child.id() as i32;
@@ -666,6 +669,11 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         if self.exited.is_none() {
+            // SAFETY: kill(2) on the process group spawn() created; the leader is not reaped yet,
+            // so its PID (the group id) cannot have been reused.
+            unsafe {
+                libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
