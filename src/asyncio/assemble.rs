@@ -167,13 +167,13 @@ impl Asyncio<'_> {
             loop_thread.insert(t.loop_addr, tid);
         }
 
-        // Lock facts need a waiter: without a task waiting on an asyncio lock no lock cycle or
-        // lock wait among tasks exists, and the per-coroutine stack scan is skipped.
         drop(phase);
         let phase = crate::timing::Phase::start("tasks: waiting_on");
         let mut waits: Vec<WaitingOn> = raw.iter().map(|t| self.waiting_on(t)).collect();
         drop(phase);
         let _phase = crate::timing::Phase::start("tasks: records");
+        // Lock facts need a waiter: without a task waiting on an asyncio lock no lock cycle or
+        // lock wait among tasks exists, and the per-coroutine stack scan is skipped.
         rec.lock_facts = waits.iter().any(|w| matches!(w.kind.as_str(), "lock" | "semaphore" | "condition"));
         rec.tasks.reserve(raw.len() + broken.len());
         rec.unreadable += raw.iter().filter(|t| t.error.is_some()).count() as u64;

@@ -24,18 +24,13 @@ pub fn open_reader(origin: &Origin) -> Result<Option<PyProcess>> {
         Origin::Core(c) => source::core::open(c)?,
         Origin::Saved(_) => return Ok(None),
     };
-    let timing = std::env::var_os("TASKSPY_TIMING").is_some();
-    let t = std::time::Instant::now();
-    let py = PyProcess::open(target)?;
-    if timing {
-        eprintln!("timing: open {:?}", t.elapsed());
-    }
-    Ok(Some(py))
+    let _phase = crate::timing::Phase::start("open");
+    Ok(Some(PyProcess::open(target)?))
 }
 
 /// One capture from an open reader, paused if the origin asks for it.
 pub fn capture(py: &PyProcess, origin: &Origin, mut opts: CaptureOptions) -> Result<Snapshot> {
-    let t = std::time::Instant::now();
+    let _phase = crate::timing::Phase::start("capture");
     let snap = match origin {
         Origin::Live { pid, blocking: true, pause_ms } => {
             opts.paused = true;
@@ -62,9 +57,6 @@ pub fn capture(py: &PyProcess, origin: &Origin, mut opts: CaptureOptions) -> Res
         }
         _ => snapshot::capture_with(py, &opts)?,
     };
-    if std::env::var_os("TASKSPY_TIMING").is_some() {
-        eprintln!("timing: capture {:?}", t.elapsed());
-    }
     Ok(snap)
 }
 

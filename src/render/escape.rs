@@ -1,21 +1,17 @@
 //! Making target-controlled text (thread/task names, file names) safe for a terminal: control
 //! characters and bidi overrides are shown escaped, never emitted raw.
 
+/// Escape control characters (C0, DEL, C1) and invisible bidi/format characters.
+pub fn escape(s: &str) -> String {
+    escaped(s).into_owned()
+}
+
 /// `escape`, borrowed when nothing needs escaping (almost every name and path): the hot paths
 /// (`pstree`, `ps` of 100,000 tasks) print without a copy per frame.
 pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    // Fast path: printable ASCII without backslashes needs no work.
     if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
-        std::borrow::Cow::Borrowed(s)
-    } else {
-        std::borrow::Cow::Owned(escape(s))
-    }
-}
-
-/// Escape control characters (C0, DEL, C1) and invisible bidi/format characters.
-pub fn escape(s: &str) -> String {
-    // Fast path: printable ASCII without backslashes needs no work (almost every name and path).
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
-        return s.to_string();
+        return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -30,7 +26,7 @@ pub fn escape(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn is_invisible_format(c: char) -> bool {

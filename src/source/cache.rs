@@ -48,14 +48,6 @@ impl Pages {
         self.owner.clear();
     }
 
-    fn release(&mut self) {
-        self.clear();
-        self.map.shrink_to_fit();
-        self.slots = Vec::new();
-        self.owner = Vec::new();
-        self.scratch = Vec::new();
-    }
-
     /// A slot for `page`, evicting the oldest page when all are taken.
     fn slot_for(&mut self, page: u64) -> usize {
         let i = if self.owner.len() < MAX_PAGES {
@@ -123,7 +115,9 @@ impl CachedMemory {
         self.enabled.store(true, Ordering::SeqCst);
     }
 
-    /// Stop caching and free the pages.
+    /// Stop caching and forget the pages. The slots stay allocated (4 MiB at most) for the next
+    /// snapshot: `top`, `watch` and `metrics` read again and again, and fresh buffers would be
+    /// faulted in anew every time.
     pub fn end(&self) {
         let mut p = crate::sync::lock(&self.pages);
         if crate::timing::enabled() {
@@ -135,7 +129,7 @@ impl CachedMemory {
             );
         }
         self.enabled.store(false, Ordering::SeqCst);
-        p.release();
+        p.clear();
     }
 
     pub fn inner(&self) -> &dyn Memory {
