@@ -7,7 +7,7 @@ use crate::model::Snapshot;
 use crate::runtime::PyProcess;
 use crate::snapshot::{self, CaptureOptions};
 use crate::source::core::CoreOptions;
-use crate::source::{self, pause};
+use crate::source;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -33,11 +33,7 @@ pub fn capture(py: &PyProcess, origin: &Origin, mut opts: CaptureOptions) -> Res
     let _phase = crate::timing::Phase::start("capture");
     let snap = match origin {
         Origin::Live { pid, blocking: true, pause_ms } => {
-            opts.paused = true;
-            let (r, info) =
-                pause::with_pause(*pid, Duration::from_millis(*pause_ms), || snapshot::capture_with(py, &opts))?;
-            pause::check_interrupted()?;
-            let mut s = r?;
+            let (mut s, info) = snapshot::paused::capture_paused(py, *pid, Duration::from_millis(*pause_ms), opts)?;
             if let Some(c) = s.capture.as_mut() {
                 c.already_stopped = info.already_stopped;
                 if !info.already_stopped {

@@ -64,6 +64,10 @@ pub struct CaptureInfo {
     /// How long taskspy held the target stopped (`--blocking`), milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_ms: Option<f64>,
+    /// `--blocking`: bytes of writable memory copied in the pause and decoded after resuming
+    /// (absent when the objects were read one by one while the target was stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_bytes: Option<u64>,
     /// The target was already stopped (SIGSTOP, a debugger) and was left stopped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub already_stopped: bool,

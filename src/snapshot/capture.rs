@@ -9,7 +9,7 @@ use crate::model::{
 use crate::runtime::thread_waits::LockTable;
 use crate::runtime::threads::{InterpInfo, ThreadRecord};
 use crate::runtime::PyProcess;
-use crate::source::os::OsThreadState;
+use crate::source::os::{OsThreadState, OsView};
 use crate::source::{Buf, MemError};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -25,6 +25,8 @@ pub struct CaptureOptions {
     pub paused: bool,
     /// A core file's path, for the record.
     pub core: Option<String>,
+    /// Thread facts taken earlier (in a pause whose memory copy is being decoded) instead of now.
+    pub os: Option<std::sync::Arc<crate::source::os::FrozenOs>>,
 }
 
 impl CaptureOptions {
@@ -43,11 +45,15 @@ pub fn capture_with(py: &PyProcess, opts: &CaptureOptions) -> Result<Snapshot> {
     let mut last = None;
     // A stopped target (paused, or a core) cannot change: one tolerant pass says all there is.
     let attempts = if opts.paused || py.os.kind() != "live" { 1 } else { MAX_ATTEMPTS };
+    let os: &dyn OsView = match &opts.os {
+        Some(f) => f.as_ref(),
+        None => py.os.as_ref(),
+    };
     for attempt in 0..attempts {
         let last_attempt = attempt + 1 == attempts;
         let t0 = Instant::now();
         py.begin_snapshot();
-        let r = capture_once(py, opts, last_attempt);
+        let r = capture_once(py, os, opts, last_attempt);
         py.end_snapshot();
         match r {
             Ok(mut s) => {
@@ -82,13 +88,18 @@ fn native(os: &OsThreadState) -> NativeState {
     }
 }
 
-fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::result::Result<Snapshot, MemError> {
+fn capture_once(
+    py: &PyProcess,
+    os_view: &dyn OsView,
+    opts: &CaptureOptions,
+    tolerate: bool,
+) -> std::result::Result<Snapshot, MemError> {
     let interps = py.interpreters()?;
     let current = py.tstate_current()?;
-    let os_tids = py.os.thread_ids();
+    let os_tids = os_view.thread_ids();
     // A target in another PID namespace keeps its own thread numbering in memory: map it to ours.
-    let ns_tids = py.os.ns_tids();
-    let ns_pid = py.os.ns_pid();
+    let ns_tids = os_view.ns_tids();
+    let ns_pid = os_view.ns_pid();
     let mem_tids: Vec<i32> = if ns_tids.is_empty() { os_tids.clone() } else { ns_tids.keys().copied().collect() };
     let mut threads = Vec::new();
     let mut tasks = Vec::new();
@@ -127,7 +138,7 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
             if let (Some(e), false) = (&stack.error, tolerate) {
                 return Err(e.clone());
             }
-            let os = tid.map(|t| py.os.thread_state(t)).unwrap_or_default();
+            let os = tid.map(|t| os_view.thread_state(t)).unwrap_or_default();
             let state = classify(py, rec, interp, &os, tid.is_some());
             if rec.holds_gil {
                 holder_tid = tid;
@@ -243,6 +254,7 @@ fn capture_once(py: &PyProcess, opts: &CaptureOptions, tolerate: bool) -> std::r
             lock_facts: opts.thread_locks,
             read_ms: 0.0,
             paused_ms: None,
+            copied_bytes: None,
             already_stopped: false,
             cut: None,
             unreadable,

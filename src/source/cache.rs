@@ -37,6 +37,9 @@ struct Pages {
     fetches: usize,
     /// One span's worth of bytes, read in one system call before being copied into slots.
     scratch: Vec<u8>,
+    /// A copy of the target's writable memory taken while it was paused (`--blocking`): reads
+    /// it covers are served from it, the rest (code, read-only data) from the target.
+    image: Option<super::image::Image>,
 }
 
 impl Pages {
@@ -132,6 +135,12 @@ impl CachedMemory {
         p.clear();
     }
 
+    /// Serve reads from `image` where it has the bytes (`None`: from the target again); returns
+    /// the image it replaces.
+    pub fn set_image(&self, image: Option<super::image::Image>) -> Option<super::image::Image> {
+        std::mem::replace(&mut crate::sync::lock(&self.pages).image, image)
+    }
+
     pub fn inner(&self) -> &dyn Memory {
         self.inner.as_ref()
     }
@@ -170,10 +179,17 @@ impl CachedMemory {
 impl Memory for CachedMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
         self.stopped()?;
-        if !self.enabled.load(Ordering::Relaxed) || buf.len() > DIRECT_READ {
+        if !self.enabled.load(Ordering::Relaxed) {
             return self.inner.read(addr, buf);
         }
         let mut p = crate::sync::lock(&self.pages);
+        if p.image.as_ref().is_some_and(|img| img.read(addr, buf)) {
+            return Ok(());
+        }
+        if buf.len() > DIRECT_READ {
+            drop(p);
+            return self.inner.read(addr, buf);
+        }
         let mut done = 0usize;
         while done < buf.len() {
             let a = addr.checked_add(done as u64).ok_or(MemError::Unmapped(addr))?;

@@ -69,6 +69,62 @@ pub trait OsView: Send + Sync {
     }
 }
 
+/// The thread facts of one moment (taken while the target is paused), answered after it resumes:
+/// a copy-then-decode read must describe the threads as they were when memory was copied.
+pub struct FrozenOs {
+    live: std::sync::Arc<dyn OsView>,
+    tids: Vec<i32>,
+    states: HashMap<i32, OsThreadState>,
+    ns_tids: HashMap<i32, i32>,
+    ns_pid: Option<i32>,
+}
+
+impl FrozenOs {
+    pub fn capture(live: std::sync::Arc<dyn OsView>) -> FrozenOs {
+        let tids = live.thread_ids();
+        let states = tids.iter().map(|t| (*t, live.thread_state(*t))).collect();
+        let ns_tids = live.ns_tids();
+        let ns_pid = live.ns_pid();
+        FrozenOs { live, tids, states, ns_tids, ns_pid }
+    }
+}
+
+impl std::fmt::Debug for FrozenOs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrozenOs").field("tids", &self.tids).field("states", &self.states).finish()
+    }
+}
+
+impl OsView for FrozenOs {
+    fn thread_ids(&self) -> Vec<i32> {
+        self.tids.clone()
+    }
+    fn thread_state(&self, tid: i32) -> OsThreadState {
+        self.states.get(&tid).cloned().unwrap_or_default()
+    }
+    fn cmdline(&self) -> String {
+        self.live.cmdline()
+    }
+    fn alive(&self) -> bool {
+        self.live.alive()
+    }
+    fn cpu_ticks(&self) -> HashMap<i32, u64> {
+        self.live.cpu_ticks()
+    }
+    fn kind(&self) -> &'static str {
+        self.live.kind()
+    }
+    fn environ_var(&self, name: &str) -> Option<String> {
+        self.live.environ_var(name)
+    }
+    fn ns_tids(&self) -> HashMap<i32, i32> {
+        self.ns_tids.clone()
+    }
+    fn ns_pid(&self) -> Option<i32> {
+        self.ns_pid
+    }
+}
+
 /// The innermost number of an `NSpid:` line of /proc/…/status ("NSpid:\t4242\t7" → 7): the id in
 /// the process's own PID namespace. `None` when the line is missing or has one number only.
 pub fn innermost_nspid(status: &str) -> Option<i32> {

@@ -1,0 +1,309 @@
+//! A copy of a stopped target's writable memory, taken while it is paused and decoded after it is
+//! resumed: `--blocking` holds the target only as long as one bulk memory copy takes.
+
+use super::maps::MapEntry;
+
+const PAGE: u64 = 4096;
+/// Largest writable footprint copied; a bigger one is walked while paused instead (copying it
+/// would cost more pause and memory than reading the objects one by one).
+pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+/// Most virtual pages whose presence is looked up (/proc/PID/pagemap: 8 bytes each).
+const MAX_PAGEMAP_PAGES: u64 = 8 << 20;
+/// iovecs per `process_vm_readv` (the kernel's IOV_MAX).
+const IOVECS: usize = 1024;
+
+/// Where the bytes of one address range come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Copied into the arena at this offset.
+    Copied(usize),
+    /// Never-touched anonymous memory: reads as zeros, nothing to copy.
+    Zero,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: u64,
+    end: u64,
+    fill: Fill,
+}
+
+/// The ranges to copy: what a pause will read.
+#[derive(Debug, Default)]
+pub struct Plan {
+    runs: Vec<Run>,
+    /// Bytes to copy.
+    pub bytes: u64,
+}
+
+/// The copied memory: runs sorted by address over one arena.
+pub struct Image {
+    runs: Vec<Run>,
+    arena: memmap2::MmapMut,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Ranges that could not be copied (their reads go to the target).
+    pub failed: usize,
+}
+
+/// Anonymous private memory: an untouched page of it holds zeros, so it need not be copied.
+fn anonymous(m: &MapEntry) -> bool {
+    let private = m.perms.as_bytes().get(3) == Some(&b'p');
+    private
+        && match m.path.as_deref() {
+            None => true,
+            Some(p) => p == "[heap]" || p.starts_with("[stack") || p.starts_with("[anon"),
+        }
+}
+
+/// Mappings whose contents can change while the target runs (and so must be copied in the pause).
+fn copied_mapping(m: &MapEntry) -> bool {
+    m.readable()
+        && m.writable()
+        && m.end > m.start
+        && !matches!(m.path.as_deref(), Some("[vvar]" | "[vsyscall]" | "[vdso]" | "[vvar_vclock]"))
+}
+
+/// Present (or swapped) pages of `[start, end)` per /proc/PID/pagemap, as page-aligned ranges.
+#[cfg(target_os = "linux")]
+fn present_ranges(pagemap: &std::fs::File, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let pages = (end - start) / PAGE;
+    let mut buf = vec![0u8; (pages.min(64 * 1024) * 8) as usize];
+    let mut page = 0u64;
+    let mut open: Option<u64> = None;
+    while page < pages {
+        let n = (pages - page).min(buf.len() as u64 / 8);
+        let bytes = &mut buf[..(n * 8) as usize];
+        pagemap.read_exact_at(bytes, (start / PAGE + page) * 8)?;
+        for (i, e) in bytes.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+            let at = start + (page + i as u64) * PAGE;
+            // Bit 63: present in RAM; bit 62: swapped out. Either holds data.
+            let has_data = e & (3 << 62) != 0;
+            match (has_data, open) {
+                (true, None) => open = Some(at),
+                (false, Some(s)) => {
+                    out.push((s, at));
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        page += n;
+    }
+    if let Some(s) = open {
+        out.push((s, end));
+    }
+    Ok(())
+}
+
+impl Plan {
+    /// Which ranges of `maps` hold data that may change: whole file-backed and shared writable
+    /// mappings, and the touched pages of anonymous ones (the rest of those reads as zeros).
+    /// `None` when the footprint is over `limit` bytes or cannot be told.
+    #[cfg(target_os = "linux")]
+    pub fn of(pid: i32, maps: &[MapEntry], limit: u64) -> Option<Plan> {
+        let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).ok();
+        let mut plan = Plan::default();
+        let mut looked_up = 0u64;
+        let mut present = Vec::new();
+        for m in maps.iter().filter(|m| copied_mapping(m)) {
+            let (start, end) = (m.start & !(PAGE - 1), (m.end + PAGE - 1) & !(PAGE - 1));
+            present.clear();
+            let sparse = anonymous(m) && pagemap.is_some() && {
+                looked_up += (end - start) / PAGE;
+                looked_up <= MAX_PAGEMAP_PAGES
+                    && pagemap.as_ref().is_some_and(|f| present_ranges(f, start, end, &mut present).is_ok())
+            };
+            if !sparse {
+                present.clear();
+                present.push((start, end));
+            }
+            let mut at = start;
+            for &(s, e) in &present {
+                if s > at {
+                    plan.runs.push(Run { start: at, end: s, fill: Fill::Zero });
+                }
+                plan.runs.push(Run { start: s, end: e, fill: Fill::Copied(plan.bytes as usize) });
+                plan.bytes += e - s;
+                if plan.bytes > limit {
+                    return None;
+                }
+                at = e;
+            }
+            if sparse && at < end {
+                plan.runs.push(Run { start: at, end, fill: Fill::Zero });
+            }
+        }
+        plan.runs.sort_by_key(|r| r.start);
+        Some(plan)
+    }
+}
+
+/// An anonymous arena of `bytes`, its pages faulted in now (before any pause) and, where the
+/// kernel allows, backed by huge pages: faulting 4 KiB pages one by one during the copy cost
+/// more than the copy itself.
+pub fn arena(bytes: u64) -> Option<memmap2::MmapMut> {
+    let len = bytes.max(PAGE) as usize;
+    let map = memmap2::MmapOptions::new().len(len).map_anon().ok()?;
+    #[cfg(target_os = "linux")]
+    {
+        let _ = map.advise(memmap2::Advice::HugePage);
+    }
+    let mut map = map;
+    // Touch every page (MAP_POPULATE would not take the huge-page advice given after mapping).
+    for b in map.iter_mut().step_by(PAGE as usize) {
+        *b = 0;
+    }
+    Some(map)
+}
+
+impl Image {
+    /// Copy `plan` from a stopped target into `arena` (grown if the plan outgrew it). Ranges that
+    /// cannot be read are left out and counted.
+    #[cfg(target_os = "linux")]
+    pub fn copy(pid: i32, plan: Plan, arena: Option<memmap2::MmapMut>) -> Option<Image> {
+        use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+        use std::io::IoSliceMut;
+        let mut arena = match arena {
+            Some(a) if a.len() as u64 >= plan.bytes => a,
+            _ => self::arena(plan.bytes)?,
+        };
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let mut runs = plan.runs;
+        let copied: Vec<usize> =
+            runs.iter().enumerate().filter(|(_, r)| matches!(r.fill, Fill::Copied(_))).map(|(i, _)| i).collect();
+        let mut failed: Vec<usize> = Vec::new();
+        for batch in copied.chunks(IOVECS) {
+            let total: u64 = batch.iter().map(|&i| runs[i].end - runs[i].start).sum();
+            let remote: Vec<RemoteIoVec> = batch
+                .iter()
+                .map(|&i| RemoteIoVec { base: runs[i].start as usize, len: (runs[i].end - runs[i].start) as usize })
+                .collect();
+            let ok = {
+                // Copied runs sit in the arena in address order: carve their slices off one by one.
+                let mut rest: &mut [u8] = &mut arena[..];
+                let mut at = 0usize;
+                let mut local: Vec<IoSliceMut> = Vec::with_capacity(batch.len());
+                for &i in batch {
+                    let Fill::Copied(off) = runs[i].fill else { continue };
+                    let len = (runs[i].end - runs[i].start) as usize;
+                    let tail = std::mem::take(&mut rest);
+                    let Some(tail) = tail.get_mut(off.saturating_sub(at)..) else { break };
+                    let (mine, tail) = tail.split_at_mut(len.min(tail.len()));
+                    local.push(IoSliceMut::new(mine));
+                    rest = tail;
+                    at = off + len;
+                }
+                local.len() == batch.len()
+                    && matches!(process_vm_readv(pid, &mut local, &remote), Ok(n) if n as u64 == total)
+            };
+            if !ok {
+                // One range went away (or a page of it cannot be read): copy one by one.
+                for &i in batch {
+                    let Fill::Copied(off) = runs[i].fill else { continue };
+                    let len = (runs[i].end - runs[i].start) as usize;
+                    let remote = [RemoteIoVec { base: runs[i].start as usize, len }];
+                    let Some(dst) = arena.get_mut(off..off + len) else {
+                        failed.push(i);
+                        continue;
+                    };
+                    let mut local = [IoSliceMut::new(dst)];
+                    if !matches!(process_vm_readv(pid, &mut local, &remote), Ok(n) if n == len) {
+                        failed.push(i);
+                    }
+                }
+            }
+        }
+        let nfailed = failed.len();
+        for i in failed.into_iter().rev() {
+            runs.remove(i);
+        }
+        Some(Image { runs, arena, bytes: plan.bytes, failed: nfailed })
+    }
+
+    /// Fill `buf` from the copy; `false` when part of it was not copied (read it from the target).
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let mut done = 0usize;
+        let mut i = self.runs.partition_point(|r| r.end <= addr);
+        while done < buf.len() {
+            let Some(r) = self.runs.get(i) else { return false };
+            let a = addr + done as u64;
+            if a < r.start || a >= r.end {
+                return false;
+            }
+            let n = ((r.end - a) as usize).min(buf.len() - done);
+            match r.fill {
+                Fill::Copied(off) => {
+                    let from = off + (a - r.start) as usize;
+                    match self.arena.get(from..from + n) {
+                        Some(src) => buf[done..done + n].copy_from_slice(src),
+                        None => return false,
+                    }
+                }
+                Fill::Zero => buf[done..done + n].fill(0),
+            }
+            done += n;
+            i += 1;
+        }
+        true
+    }
+
+    /// Give the arena back for the next copy (repeated `--blocking` samples reuse its pages).
+    pub fn into_arena(self) -> memmap2::MmapMut {
+        self.arena
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(runs: Vec<Run>, data: &[u8]) -> Image {
+        let mut arena = arena(data.len() as u64).unwrap();
+        arena[..data.len()].copy_from_slice(data);
+        Image { runs, arena, bytes: data.len() as u64, failed: 0 }
+    }
+
+    #[test]
+    fn reads_span_copied_and_zero_runs_and_refuse_gaps() {
+        let data: Vec<u8> = (0..2 * PAGE).map(|i| (i % 251) as u8 + 1).collect();
+        let img = image(
+            vec![
+                Run { start: 0x10000, end: 0x11000, fill: Fill::Copied(0) },
+                Run { start: 0x11000, end: 0x12000, fill: Fill::Zero },
+                Run { start: 0x12000, end: 0x13000, fill: Fill::Copied(PAGE as usize) },
+            ],
+            &data,
+        );
+        let mut b = vec![0xffu8; 16];
+        assert!(img.read(0x10ff8, &mut b));
+        assert_eq!(&b[..8], &data[PAGE as usize - 8..PAGE as usize]);
+        assert_eq!(&b[8..], &[0u8; 8]);
+        let mut b = vec![0u8; 8];
+        assert!(img.read(0x12000, &mut b));
+        assert_eq!(&b[..], &data[PAGE as usize..PAGE as usize + 8]);
+        // Past the last run, before the first, and across the end: not in the image.
+        assert!(!img.read(0x12ffc, &mut b));
+        assert!(!img.read(0x13000, &mut b));
+        assert!(!img.read(0xfff8, &mut b));
+    }
+
+    #[test]
+    fn a_live_process_copies_what_it_reads_itself() {
+        // This very process: a heap value read through the image equals the value itself.
+        let value: Box<[u64; 64]> = Box::new(std::array::from_fn(|i| 0x5eed_0000 + i as u64));
+        let addr = value.as_ptr() as u64;
+        let pid = std::process::id() as i32;
+        let maps = crate::source::maps::read_maps(pid).unwrap();
+        let plan = Plan::of(pid, &maps, MAX_IMAGE_BYTES).expect("plan");
+        assert!(plan.bytes > 0);
+        let img = Image::copy(pid, plan, None).expect("copy");
+        let mut b = [0u8; 8 * 64];
+        assert!(img.read(addr, &mut b));
+        for (i, w) in b.chunks_exact(8).enumerate() {
+            assert_eq!(u64::from_le_bytes(w.try_into().unwrap()), 0x5eed_0000 + i as u64);
+        }
+    }
+}
