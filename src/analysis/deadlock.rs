@@ -62,7 +62,7 @@ pub fn findings(s: &Snapshot) -> Vec<Finding> {
                 id: ActorId::Thread(tid),
                 label: format!("thread {tid} ({})", t.name.as_deref().unwrap_or("?")),
                 waits_for,
-                holds: t.holds_locks.iter().map(String::as_str).collect(),
+                holds: t.holds_locks.iter().map(|s| s.as_str()).collect(),
                 parked: (blocked && waits_for.is_none()).then(|| match t.frames.first() {
                     Some(f) => format!("blocked in {} ({}:{})", f.function, f.file, f.line),
                     None => "blocked".into(),
@@ -78,10 +78,10 @@ pub fn findings(s: &Snapshot) -> Vec<Finding> {
 fn task_actor(t: &TaskSnap) -> Actor<'_> {
     let waits_for = t.waits_for_lock.as_deref();
     Actor {
-        id: ActorId::Task(t.id.clone()),
+        id: ActorId::Task(t.id.to_string()),
         label: format!("task {} ({})", t.name, t.id),
         waits_for,
-        holds: t.holds_locks.iter().map(String::as_str).collect(),
+        holds: t.holds_locks.iter().map(|s| s.as_str()).collect(),
         parked: (waits_for.is_none() && t.waiting_on.future.is_some()).then(|| "awaiting".to_string()),
         frames: &t.coroutine_stack,
     }
@@ -97,14 +97,14 @@ pub fn await_cycles(tasks: &[TaskSnap]) -> Vec<Finding> {
                 cyc.iter().take(cyc.len().saturating_sub(1)).filter_map(|id| by_id.get(id.as_str()).copied()).collect();
             let names: Vec<String> = cyc
                 .iter()
-                .map(|id| by_id.get(id.as_str()).map(|t| t.name.clone()).unwrap_or_else(|| id.clone()))
+                .map(|id| by_id.get(id.as_str()).map(|t| t.name.to_string()).unwrap_or_else(|| id.to_string()))
                 .collect();
             Finding {
                 kind: "await-cycle".into(),
                 severity: "critical".into(),
                 summary: format!("tasks await each other in a cycle and can never finish: {}", names.join(" → ")),
                 threads: members.iter().filter_map(|t| t.thread).collect::<BTreeSet<_>>().into_iter().collect(),
-                tasks: members.iter().map(|t| t.id.clone()).collect(),
+                tasks: members.iter().map(|t| t.id.to_string()).collect(),
                 locks: vec![],
                 evidence: members
                     .iter()

@@ -56,22 +56,28 @@ impl LoopWatch {
                 self.since.remove(&tid);
                 continue;
             };
-            let entry = self.since.entry(tid).or_insert_with(|| (task.id.clone(), t));
+            let entry = self.since.entry(tid).or_insert_with(|| (task.id.to_string(), t));
             if entry.0 != task.id {
-                *entry = (task.id.clone(), t);
+                *entry = (task.id.to_string(), t);
             }
             let secs = t - entry.1;
             // Every other task of this loop is starved while it does not return to the selector.
             let starved = loop_tasks.iter().filter(|k| k.id != task.id).count();
             let w = self.worst.entry(tid).or_insert_with(|| Worst {
-                task: task.id.clone(),
-                name: task.name.clone(),
+                task: task.id.to_string(),
+                name: task.name.to_string(),
                 secs: 0.0,
                 starved: 0,
                 frames: vec![],
             });
             if secs >= w.secs {
-                *w = Worst { task: task.id.clone(), name: task.name.clone(), secs, starved, frames: th.frames.clone() };
+                *w = Worst {
+                    task: task.id.to_string(),
+                    name: task.name.to_string(),
+                    secs,
+                    starved,
+                    frames: th.frames.clone(),
+                };
             }
         }
     }

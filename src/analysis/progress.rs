@@ -49,7 +49,7 @@ impl Progress {
         let mut seen: HashMap<&str, ()> = HashMap::with_capacity(s.tasks.len());
         for task in &s.tasks {
             seen.insert(&task.id, ());
-            let moved = match self.tasks.get_mut(&task.id) {
+            let moved = match self.tasks.get_mut(task.id.as_str()) {
                 Some(tr) if tr.point == task.await_point => false,
                 Some(tr) => {
                     tr.point = task.await_point.clone();
@@ -58,15 +58,19 @@ impl Progress {
                 }
                 None => {
                     self.tasks.insert(
-                        task.id.clone(),
-                        TaskTrack { point: task.await_point.clone(), since: t, event_loop: task.event_loop.clone() },
+                        task.id.to_string(),
+                        TaskTrack {
+                            point: task.await_point.clone(),
+                            since: t,
+                            event_loop: task.event_loop.as_ref().map(|l| l.to_string()),
+                        },
                     );
                     !first_sample
                 }
             };
             if moved {
                 if let Some(lp) = &task.event_loop {
-                    self.loops.entry(lp.clone()).or_default().last_activity = Some(t);
+                    self.loops.entry(lp.to_string()).or_default().last_activity = Some(t);
                 }
             }
         }
@@ -127,7 +131,7 @@ impl Progress {
     fn stuck_ids(&self, stuck_after: f64, s: &Snapshot) -> HashMap<String, f64> {
         let mut out = HashMap::new();
         for task in &s.tasks {
-            let Some(tr) = self.tasks.get(&task.id) else { continue };
+            let Some(tr) = self.tasks.get(task.id.as_str()) else { continue };
             let waited = self.last - tr.since;
             if waited < stuck_after || task.waiting_on.runnable || task.state != "pending" || tr.point.is_none() {
                 continue;
@@ -140,12 +144,12 @@ impl Progress {
             let loop_moved = task
                 .event_loop
                 .as_ref()
-                .and_then(|lp| self.loops.get(lp))
+                .and_then(|lp| self.loops.get(lp.as_str()))
                 .and_then(|l| l.last_activity)
                 .map(|a| a > tr.since)
                 .unwrap_or(false);
             if loop_moved {
-                out.insert(task.id.clone(), waited);
+                out.insert(task.id.to_string(), waited);
             }
         }
         out
@@ -170,21 +174,21 @@ impl Progress {
             let on = match (&t.waiting_on.object_type, &t.waiting_on.object, &t.waiting_on.future) {
                 (Some(ty), Some(o), _) => format!("{} {ty} {o}", t.waiting_on.kind),
                 (_, _, Some(f)) => format!("{} {f}", t.waiting_on.kind),
-                _ => t.waiting_on.kind.clone(),
+                _ => t.waiting_on.kind.to_string(),
             };
             // A lock held by another stuck task: name it, both are part of one problem.
             let holder = t.waits_for_lock.as_ref().and_then(|l| {
-                s.tasks.iter().find(|h| h.id != t.id && h.holds_locks.contains(l) && stuck.contains_key(&h.id))
+                s.tasks.iter().find(|h| h.id != t.id && h.holds_locks.contains(l) && stuck.contains_key(h.id.as_str()))
             });
             let link = holder.map(|h| format!("; the lock is held by task {} ({}), stuck too", h.name, h.id));
-            let mut tasks = vec![t.id.clone()];
+            let mut tasks = vec![t.id.to_string()];
             let mut evidence = vec![Evidence {
                 actor: format!("task {} ({})", t.name, t.id),
                 note: format!("at the same await point for {waited:.0} s, waiting on {on}"),
                 frames: t.coroutine_stack.clone(),
             }];
             if let Some(h) = holder {
-                tasks.push(h.id.clone());
+                tasks.push(h.id.to_string());
                 evidence.push(Evidence {
                     actor: format!("task {} ({})", h.name, h.id),
                     note: "holds the lock, stuck itself".into(),
@@ -281,7 +285,7 @@ mod tests {
     fn task(id: &str, offset: i64) -> TaskSnap {
         TaskSnap {
             id: id.into(),
-            name: format!("n{id}"),
+            name: compact_str::format_compact!("n{id}"),
             state: "pending".into(),
             event_loop: Some("0xl".into()),
             await_point: Some(AwaitPoint { code: "0xc".into(), offset, awaited: Some("0xf".into()) }),

@@ -97,8 +97,8 @@ pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
                             let mut key = members.clone();
                             key.sort_unstable();
                             if seen_sets.insert(key) {
-                                let mut cyc: Vec<String> = members.iter().map(|m| tasks[*m].id.clone()).collect();
-                                cyc.push(tasks[w].id.clone());
+                                let mut cyc: Vec<String> = members.iter().map(|m| tasks[*m].id.to_string()).collect();
+                                cyc.push(tasks[w].id.to_string());
                                 cycles.push(cyc);
                             }
                         }
@@ -172,11 +172,11 @@ fn draw_again<'a>(
 
 fn node(t: &TaskSnap) -> TreeNode {
     TreeNode {
-        id: t.id.clone(),
-        name: t.name.clone(),
+        id: t.id.to_string(),
+        name: t.name.to_string(),
         thread: t.thread,
-        state: t.state.clone(),
-        waiting_on: t.waiting_on.kind.clone(),
+        state: t.state.to_string(),
+        waiting_on: t.waiting_on.kind.to_string(),
         coroutine_stack: t.coroutine_stack.clone(),
         children: Vec::new(),
         cycle: false,
@@ -249,13 +249,13 @@ mod tests {
     fn t(id: &str, awaiting: &[&str], awaited_by: &[&str]) -> TaskSnap {
         TaskSnap {
             id: id.into(),
-            name: format!("n{id}"),
+            name: compact_str::format_compact!("n{id}"),
             state: "pending".into(),
             thread: Some(1),
             interpreter: 0,
             coroutine_stack: vec![],
-            awaiting: awaiting.iter().map(|s| s.to_string()).collect(),
-            awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
+            awaiting: awaiting.iter().map(|s| (*s).into()).collect(),
+            awaited_by: awaited_by.iter().map(|s| (*s).into()).collect(),
             waiting_on: WaitingOn { kind: "task".into(), ..Default::default() },
             ..Default::default()
         }

@@ -4,7 +4,7 @@
 
 use super::task::{FutState, RawTask};
 use super::{Asyncio, ObjKind};
-use crate::model::{hex, AwaitPoint, LoopSnap, TaskSnap, WaitingOn};
+use crate::model::{hex, hex_id, AwaitPoint, LoopSnap, TaskSnap, WaitingOn};
 use crate::runtime::thread_waits::{LockFacts, LockTable};
 use crate::runtime::threads::{InterpInfo, ThreadRecord};
 use crate::source::{MemError, MemResult};
@@ -26,6 +26,14 @@ pub struct AsyncioRecord {
     /// Registry entries or tasks that could not be read (each is in `tasks` with an `error`, or
     /// counted here when not even its address was readable).
     pub unreadable: u64,
+}
+
+/// The tasks of the registries: pending ones with what each waits on, entries that could not be
+/// read, or the error that ends the whole read.
+struct ReadPart {
+    tasks: Vec<RawTask>,
+    broken: Vec<(u64, MemError)>,
+    stop: Option<MemError>,
 }
 
 impl Asyncio<'_> {
@@ -98,26 +106,12 @@ impl Asyncio<'_> {
         drop(phase);
         let phase = crate::timing::Phase::start("tasks: read");
         rec.unreadable += found.unreadable;
-        let mut raw: Vec<RawTask> = Vec::with_capacity(found.tasks.len());
-        let mut broken: Vec<(u64, MemError)> = Vec::new();
-        for a in found.tasks {
-            // Registries may legally hold other objects (a WeakSet anyone can add to): only
-            // tasks are read; an entry whose type cannot even be read is reported, not dropped.
-            let read = py.ob_type(a).and_then(|ty| match self.kind_of_type(ty) {
-                ObjKind::Task | ObjKind::PyTask => self.read_task(a).map(Some),
-                _ => Ok(None),
-            });
-            match read {
-                // A torn read of a live process: retry the snapshot before settling for less.
-                Ok(Some(t)) if t.error.is_some() && !tolerate => {
-                    return Err(MemError::Other(t.error.unwrap_or_default()));
-                }
-                Ok(Some(t)) if t.state == FutState::Pending => raw.push(t),
-                Ok(_) => {}
-                Err(e) if e.is_fatal() || !tolerate => return Err(e),
-                Err(e) => broken.push((a, e)),
-            }
+        // Each task is read, and what it waits on decoded, in one pass over the registries.
+        let part = self.read_part(&found.tasks, tolerate);
+        if let Some(e) = part.stop {
+            return Err(e);
         }
+        let (raw, broken) = (part.tasks, part.broken);
         drop(phase);
         let phase = crate::timing::Phase::start("tasks: edges");
         let running = self.loops_by_thread(records);
@@ -168,37 +162,34 @@ impl Asyncio<'_> {
         }
 
         drop(phase);
-        let phase = crate::timing::Phase::start("tasks: waiting_on");
-        let mut waits: Vec<WaitingOn> = raw.iter().map(|t| self.waiting_on(t)).collect();
-        drop(phase);
         let _phase = crate::timing::Phase::start("tasks: records");
         // Lock facts need a waiter: without a task waiting on an asyncio lock no lock cycle or
         // lock wait among tasks exists, and the per-coroutine stack scan is skipped.
-        rec.lock_facts = waits.iter().any(|w| matches!(w.kind.as_str(), "lock" | "semaphore" | "condition"));
+        rec.lock_facts = raw.iter().any(|t| matches!(t.wait.kind.as_str(), "lock" | "semaphore" | "condition"));
         rec.tasks.reserve(raw.len() + broken.len());
         rec.unreadable += raw.iter().filter(|t| t.error.is_some()).count() as u64;
         // Consumed: names, frames and errors move into the records instead of being copied.
-        for (i, t) in raw.into_iter().enumerate() {
+        for mut t in raw {
             let facts = if rec.lock_facts { self.task_lock_facts(&t, &mut rec.locks) } else { LockFacts::default() };
             let awaited = t.fut_waiter.or(t.chain.awaited);
             rec.tasks.push(TaskSnap {
-                id: hex(t.addr),
+                id: hex_id(t.addr),
                 name: t.name,
-                state: t.state.as_str().to_string(),
+                state: t.state.as_str().into(),
                 thread: loop_thread.get(&t.loop_addr).copied().flatten(),
                 interpreter: interp.id,
                 coroutine_stack: t.chain.frames,
-                awaiting: awaiting.get(&t.addr).map(|v| v.iter().map(|a| hex(*a)).collect()).unwrap_or_default(),
-                awaited_by: awaited_by.get(&t.addr).map(|v| v.iter().map(|a| hex(*a)).collect()).unwrap_or_default(),
-                waiting_on: std::mem::take(&mut waits[i]),
+                awaiting: awaiting.get(&t.addr).map(|v| v.iter().map(|a| hex_id(*a)).collect()).unwrap_or_default(),
+                awaited_by: awaited_by.get(&t.addr).map(|v| v.iter().map(|a| hex_id(*a)).collect()).unwrap_or_default(),
+                waiting_on: std::mem::take(&mut t.wait),
                 await_point: t.chain.point.map(|(code, offset)| AwaitPoint {
-                    code: hex(code),
+                    code: hex_id(code),
                     offset,
-                    awaited: awaited.map(hex),
+                    awaited: awaited.map(hex_id),
                 }),
-                event_loop: (t.loop_addr != 0).then(|| hex(t.loop_addr)),
-                holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
-                waits_for_lock: facts.waits_for.map(hex),
+                event_loop: (t.loop_addr != 0).then(|| hex_id(t.loop_addr)),
+                holds_locks: facts.holds.iter().map(|l| hex_id(*l)).collect(),
+                waits_for_lock: facts.waits_for.map(hex_id),
                 error: t.error,
                 waiting_s: None,
             });
@@ -206,7 +197,7 @@ impl Asyncio<'_> {
         for (a, e) in broken {
             rec.unreadable += 1;
             rec.tasks.push(TaskSnap {
-                id: hex(a),
+                id: hex_id(a),
                 name: "<unreadable>".into(),
                 state: "unknown".into(),
                 thread: None,
@@ -239,6 +230,38 @@ impl Asyncio<'_> {
             });
         }
         Ok(rec)
+    }
+
+    /// Read the tasks at `addrs` (the registries' entries).
+    fn read_part(&self, addrs: &[u64], tolerate: bool) -> ReadPart {
+        let py = self.py;
+        let mut part = ReadPart { tasks: Vec::with_capacity(addrs.len()), broken: Vec::new(), stop: None };
+        for &a in addrs {
+            // Registries may legally hold other objects (a WeakSet anyone can add to): only
+            // tasks are read; an entry whose type cannot even be read is reported, not dropped.
+            let read = py.ob_type(a).and_then(|ty| match self.kind_of_type(ty) {
+                ObjKind::Task | ObjKind::PyTask => self.read_task(a).map(Some),
+                _ => Ok(None),
+            });
+            match read {
+                // A torn read of a live process: retry the snapshot before settling for less.
+                Ok(Some(t)) if t.error.is_some() && !tolerate => {
+                    part.stop = Some(MemError::Other(t.error.unwrap_or_default()));
+                    break;
+                }
+                Ok(Some(mut t)) if t.state == FutState::Pending => {
+                    t.wait = self.waiting_on(&t);
+                    part.tasks.push(t);
+                }
+                Ok(_) => {}
+                Err(e) if e.is_fatal() || !tolerate => {
+                    part.stop = Some(e);
+                    break;
+                }
+                Err(e) => part.broken.push((a, e)),
+            }
+        }
+        part
     }
 
     /// `loop._ready` of a pure-Python event loop (uvloop keeps no such deque): its length and
@@ -348,7 +371,7 @@ impl Asyncio<'_> {
             && matches!(primitive, Some("lock" | "event" | "condition" | "semaphore" | "queue"))
             && inner_self != 0
         {
-            Some(hex(inner_self))
+            Some(hex_id(inner_self))
         } else {
             None
         };
@@ -360,10 +383,10 @@ impl Asyncio<'_> {
             _ => "unknown",
         };
         WaitingOn {
-            kind: kind.to_string(),
-            future: waited.map(hex),
+            kind: kind.into(),
+            future: waited.map(hex_id),
             object: object.clone(),
-            object_type: if object.is_some() { Some(self_type) } else { None },
+            object_type: if object.is_some() { Some(self_type.into()) } else { None },
             runnable: waited.is_none(),
         }
     }

@@ -25,7 +25,7 @@ impl FutState {
 #[derive(Debug, Clone)]
 pub struct RawTask {
     pub addr: u64,
-    pub name: String,
+    pub name: crate::model::Text,
     pub state: FutState,
     pub loop_addr: u64,
     pub fut_waiter: Option<u64>,
@@ -38,6 +38,8 @@ pub struct RawTask {
     pub python_task: bool,
     /// Why part of the task (its await chain) could not be read.
     pub error: Option<String>,
+    /// What it waits on (decoded right after the task is read).
+    pub wait: crate::model::WaitingOn,
 }
 
 /// Follow a task's coroutine; an unreadable link keeps the task, with the error noted.
@@ -102,6 +104,7 @@ impl Asyncio<'_> {
             awaited_by,
             python_task: false,
             error,
+            wait: Default::default(),
         })
     }
 
@@ -149,23 +152,24 @@ impl Asyncio<'_> {
             awaited_by: None,
             python_task: true,
             error,
+            wait: Default::default(),
         })
     }
 
     /// A task's name: a str, or (3.12+) an int N meaning "Task-N" until first asked for.
-    pub fn task_name(&self, obj: u64) -> MemResult<String> {
+    pub fn task_name(&self, obj: u64) -> MemResult<crate::model::Text> {
         let py = self.py;
         if obj == 0 {
-            return Ok(String::new());
+            return Ok(Default::default());
         }
         match py.ob_type(obj)? {
-            t if Some(t) == py.types.long => py.read_long(obj).map(|n| format!("Task-{n}")),
-            _ => py.read_str(obj),
+            t if Some(t) == py.types.long => py.read_long(obj).map(|n| compact_str::format_compact!("Task-{n}")),
+            _ => py.read_str(obj).map(Into::into),
         }
     }
 
     /// The name, or a placeholder and the reason it could not be read.
-    fn name_or_error(&self, obj: u64, error: &mut Option<String>) -> MemResult<String> {
+    fn name_or_error(&self, obj: u64, error: &mut Option<String>) -> MemResult<crate::model::Text> {
         Ok(match self.task_name(obj) {
             Ok(n) => n,
             Err(e) if e.is_fatal() => return Err(e),

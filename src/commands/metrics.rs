@@ -105,7 +105,7 @@ impl TargetState {
             ..Default::default()
         };
         for task in &snap.tasks {
-            *r.tasks.entry((task.state.clone(), task.waiting_on.kind.clone())).or_default() += 1;
+            *r.tasks.entry((task.state.to_string(), task.waiting_on.kind.to_string())).or_default() += 1;
         }
         for th in &snap.threads {
             *r.threads.entry(th.state.as_str().to_string()).or_default() += 1;

@@ -6,8 +6,8 @@ use crate::error::Result;
 use crate::model::Snapshot;
 use crate::runtime::PyProcess;
 use crate::snapshot::{self, CaptureOptions};
-use crate::source::core::CoreOptions;
 use crate::source;
+use crate::source::core::CoreOptions;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]

@@ -25,8 +25,8 @@ pub fn ps_rows(s: &Snapshot) -> impl Iterator<Item = [String; 7]> + '_ {
         if t.awaited_by.is_empty() {
             rows.push([
                 tid.clone(),
-                t.id.clone(),
-                t.name.clone(),
+                t.id.to_string(),
+                t.name.to_string(),
                 stack.clone(),
                 String::new(),
                 String::new(),
@@ -38,7 +38,15 @@ pub fn ps_rows(s: &Snapshot) -> impl Iterator<Item = [String; 7]> + '_ {
                 Some(pt) => (stack_names(pt), pt.name.clone()),
                 None => (String::new(), "Unknown".into()),
             };
-            rows.push([tid.clone(), t.id.clone(), t.name.clone(), stack.clone(), chain, pname, p.clone()]);
+            rows.push([
+                tid.clone(),
+                t.id.to_string(),
+                t.name.to_string(),
+                stack.clone(),
+                chain,
+                pname.to_string(),
+                p.to_string(),
+            ]);
         }
         rows
     })

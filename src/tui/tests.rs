@@ -21,8 +21,8 @@ fn task(id: &str, name: &str, awaiting: &[&str], awaited_by: &[&str], kind: &str
         thread: Some(100),
         interpreter: 0,
         coroutine_stack: vec![frame(&format!("{name}_coro"), "/srv/app.py", 10)],
-        awaiting: awaiting.iter().map(|s| s.to_string()).collect(),
-        awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
+        awaiting: awaiting.iter().map(|s| (*s).into()).collect(),
+        awaited_by: awaited_by.iter().map(|s| (*s).into()).collect(),
         waiting_on: WaitingOn { kind: kind.into(), ..Default::default() },
         ..Default::default()
     }
@@ -283,7 +283,7 @@ fn too_small_terminal_says_so() {
 fn ten_thousand_tasks_render_only_the_visible_window() {
     let mut tasks = vec![task("0x0", "root", &[], &[], "gather")];
     let kids: Vec<String> = (1..=10_000).map(|i| format!("0x{i:x}")).collect();
-    tasks[0].awaiting = kids.clone();
+    tasks[0].awaiting = kids.iter().map(|k| k.as_str().into()).collect();
     for (i, k) in kids.iter().enumerate() {
         tasks.push(task(k, &format!("leaf-{}", i + 1), &[], &["0x0"], "event"));
     }

@@ -282,8 +282,8 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
     match app.focus {
         Pane::Tasks => {
             if let (Some(t), Some(snap)) = (app.selected_task_snap(), app.snapshot.as_ref()) {
-                let name_of = |id: &String| {
-                    snap.tasks.iter().find(|x| &x.id == id).map(|x| escape(&x.name)).unwrap_or_else(|| id.clone())
+                let name_of = |id: &crate::model::Text| {
+                    snap.tasks.iter().find(|x| &x.id == id).map(|x| escape(&x.name)).unwrap_or_else(|| id.to_string())
                 };
                 lines.push(Line::raw(format!(
                     "task {} {} · {} · thread {} · waits on {}{}{}",
@@ -317,7 +317,7 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
                 let held: Vec<String> = app
                     .findings
                     .iter()
-                    .filter(|(_, fd)| fd.tasks.contains(&t.id))
+                    .filter(|(_, fd)| fd.tasks.iter().any(|x| x == t.id.as_str()))
                     .flat_map(|(_, fd)| {
                         fd.locks
                             .iter()
