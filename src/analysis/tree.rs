@@ -1,18 +1,18 @@
 //! The task tree by awaited-by: roots are tasks nobody awaits; children are the tasks a task
 //! awaits. Cycles never stop the drawing: every task appears, cycles are cut and listed.
 
-use crate::model::TaskSnap;
+use crate::model::{TaskSnap, Text};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TreeNode {
-    pub id: String,
-    pub name: String,
+    pub id: Text,
+    pub name: Text,
     pub thread: Option<i32>,
-    pub state: String,
-    pub waiting_on: String,
+    pub state: Text,
+    pub waiting_on: Text,
     pub coroutine_stack: Vec<crate::model::Frame>,
     pub children: Vec<TreeNode>,
     /// This task is already drawn higher up on this path (the edge closes a cycle).
@@ -172,11 +172,11 @@ fn draw_again<'a>(
 
 fn node(t: &TaskSnap) -> TreeNode {
     TreeNode {
-        id: t.id.to_string(),
-        name: t.name.to_string(),
+        id: t.id.clone(),
+        name: t.name.clone(),
         thread: t.thread,
-        state: t.state.to_string(),
-        waiting_on: t.waiting_on.kind.to_string(),
+        state: t.state.clone(),
+        waiting_on: t.waiting_on.kind.clone(),
         coroutine_stack: t.coroutine_stack.clone(),
         children: Vec::new(),
         cycle: false,

@@ -137,15 +137,16 @@ pub fn fmt_wait(s: f64) -> String {
 
 /// `pstree`: each task with its coroutine stack (outermost first) and the tasks it awaits below.
 pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
-    let names: HashMap<&str, &str> = s.tasks.iter().map(|t| (t.id.as_str(), t.name.as_str())).collect();
     let mut o = String::new();
+    let mut frames = FrameLines::default();
     for root in &tree.roots {
-        render_node(&mut o, root);
+        render_node(&mut o, root, &mut frames);
     }
     if s.tasks.is_empty() {
         let _ = writeln!(o, "(no pending asyncio tasks)");
     }
     if !tree.cycles.is_empty() {
+        let names: HashMap<&str, &str> = s.tasks.iter().map(|t| (t.id.as_str(), t.name.as_str())).collect();
         let _ = writeln!(o, "\nawait cycles ({}):", tree.cycles.len());
         for c in &tree.cycles {
             let path: Vec<String> = c
@@ -158,37 +159,49 @@ pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
     o
 }
 
-fn render_node(o: &mut String, root: &TreeNode) {
+/// "function file:line\n" of each distinct frame, escaped once: 10,000 tasks suspended at the
+/// same few places repeat the same few frames. Keyed by the shared strings' addresses (the
+/// frames outlive the rendering, so no other string can take those addresses meanwhile).
+#[derive(Default)]
+struct FrameLines(rustc_hash::FxHashMap<(usize, usize, i64), String>);
+
+impl FrameLines {
+    fn line(&mut self, f: &crate::model::Frame) -> &str {
+        let key = (f.function.as_ptr() as usize, f.file.as_ptr() as usize, f.line);
+        self.0.entry(key).or_insert_with(|| format!("{} {}:{}\n", escaped(&f.function), escaped(&f.file), f.line))
+    }
+}
+
+fn render_node(o: &mut String, root: &TreeNode, frames: &mut FrameLines) {
     // (node, prefix, is_last, is_root); iterative so deep trees cannot overflow the stack.
     let mut work: Vec<(&TreeNode, String, bool, bool)> = vec![(root, String::new(), true, true)];
     while let Some((n, prefix, last, is_root)) = work.pop() {
-        let branch = if is_root {
-            "└── "
-        } else if last {
-            "└── "
-        } else {
-            "├── "
-        };
-        let mut mark = String::new();
+        let branch = if is_root || last { "└── " } else { "├── " };
+        o.push_str(&prefix);
+        o.push_str(branch);
+        o.push_str("(T) ");
+        o.push_str(&escaped(&n.name));
         if n.cycle {
-            mark.push_str("  ↺ cycle: already on this path");
+            o.push_str("  ↺ cycle: already on this path");
         } else if n.shown_elsewhere {
-            mark.push_str("  (shown above)");
+            o.push_str("  (shown above)");
         }
         if let Some(e) = &n.error {
-            mark.push_str(&format!("  [unreadable: {}]", escape(e)));
+            let _ = write!(o, "  [unreadable: {}]", escape(e));
         }
         if let (Some(w), false) = (n.waiting_s, n.cycle || n.shown_elsewhere) {
-            mark.push_str(&format!("  (waiting {})", fmt_wait(w)));
+            let _ = write!(o, "  (waiting {})", fmt_wait(w));
         }
-        let _ = writeln!(o, "{prefix}{branch}(T) {}{mark}", escaped(&n.name));
-        let mut pref = prefix.clone() + if last { "    " } else { "│   " };
+        o.push('\n');
+        let mut pref = prefix + if last { "    " } else { "│   " };
         if n.cycle || n.shown_elsewhere {
             continue;
         }
         // Coroutine frames, outermost first, each one level deeper.
         for f in n.coroutine_stack.iter().rev() {
-            let _ = writeln!(o, "{pref}└──  {} {}:{}", escaped(&f.function), escaped(&f.file), f.line);
+            o.push_str(&pref);
+            o.push_str("└──  ");
+            o.push_str(frames.line(f));
             pref.push_str("    ");
         }
         if n.continued_below {

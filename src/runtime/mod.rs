@@ -18,7 +18,7 @@ pub mod version;
 use crate::error::{Error, Result};
 use crate::source::{target::mem_error, MemError, Memory, Target};
 use offsets::Offsets;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex};
 use version::PyVersion;
 
@@ -152,10 +152,10 @@ impl PyProcess {
             layout: file,
             debug_offsets: dbg,
             asyncio_debug_addr,
-            code_cache: Mutex::new(HashMap::new()),
-            type_name_cache: Mutex::new(HashMap::new()),
-            linetables: Mutex::new(HashMap::new()),
-            lock_kinds: Mutex::new(HashMap::new()),
+            code_cache: Mutex::new(HashMap::default()),
+            type_name_cache: Mutex::new(HashMap::default()),
+            linetables: Mutex::new(HashMap::default()),
+            lock_kinds: Mutex::new(HashMap::default()),
             os: target.os.clone(),
         })
     }
@@ -204,10 +204,10 @@ impl PyProcess {
             layout: None,
             debug_offsets: None,
             asyncio_debug_addr: None,
-            code_cache: Mutex::new(HashMap::new()),
-            type_name_cache: Mutex::new(HashMap::new()),
-            linetables: Mutex::new(HashMap::new()),
-            lock_kinds: Mutex::new(HashMap::new()),
+            code_cache: Mutex::new(HashMap::default()),
+            type_name_cache: Mutex::new(HashMap::default()),
+            linetables: Mutex::new(HashMap::default()),
+            lock_kinds: Mutex::new(HashMap::default()),
             os,
         }
     }

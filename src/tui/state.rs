@@ -15,10 +15,10 @@ pub enum Pane {
 #[derive(Debug, Clone)]
 pub struct Row {
     pub depth: usize,
-    pub id: String,
-    pub name: String,
-    pub state: String,
-    pub waiting_on: String,
+    pub id: crate::model::Text,
+    pub name: crate::model::Text,
+    pub state: crate::model::Text,
+    pub waiting_on: crate::model::Text,
     /// Seconds at its current await point (after the second refresh).
     pub waiting_s: Option<f64>,
     pub has_children: bool,
@@ -301,7 +301,7 @@ impl App {
         let mut rows = Vec::new();
         let mut work: Vec<(&TreeNode, usize)> = self.roots.iter().rev().map(|r| (r, 0)).collect();
         while let Some((n, depth)) = work.pop() {
-            let expanded = !self.collapsed.contains(&n.id);
+            let expanded = !self.collapsed.contains(n.id.as_str());
             if matches(n) {
                 rows.push(Row {
                     depth: if filter.is_empty() { depth } else { 0 },
@@ -314,7 +314,7 @@ impl App {
                     expanded,
                     cycle: n.cycle || in_cycle.contains(n.id.as_str()),
                     shown_elsewhere: n.shown_elsewhere,
-                    in_finding: marked.contains(&n.id),
+                    in_finding: marked.contains(n.id.as_str()),
                 });
             }
             // With a filter every match is listed flat, so descend regardless of collapse.
@@ -331,7 +331,7 @@ impl App {
             }
         }
         self.task_cursor = self.task_cursor.min(self.rows.len().saturating_sub(1));
-        self.selected_task = self.rows.get(self.task_cursor).map(|r| r.id.clone());
+        self.selected_task = self.rows.get(self.task_cursor).map(|r| r.id.to_string());
     }
 
     pub fn move_cursor(&mut self, delta: i64) {
@@ -342,7 +342,7 @@ impl App {
                 }
                 let n = self.rows.len() as i64;
                 self.task_cursor = (self.task_cursor as i64 + delta).clamp(0, n - 1) as usize;
-                self.selected_task = Some(self.rows[self.task_cursor].id.clone());
+                self.selected_task = Some(self.rows[self.task_cursor].id.to_string());
             }
             Pane::Threads => {
                 let n = self.snapshot.as_ref().map(|s| s.threads.len()).unwrap_or(0) as i64;

@@ -383,7 +383,7 @@ fn subprocesses_list_every_process_and_switch_between_their_panes() {
         "{s}"
     );
     // Selection in the worker survives going back to the master and returning.
-    let second = app.rows[1].id.clone();
+    let second = app.rows[1].id.to_string();
     app.key("down");
     assert_eq!(app.selected_task.as_ref(), Some(&second));
     app.key("char:[");
