@@ -101,27 +101,62 @@ impl serde::Serialize for PsJson<'_> {
 pub fn ps_text(s: &Snapshot) -> String {
     let mut o = String::new();
     // With several samples (a saved series, `top`) each task's time at its await point is known.
-    let waiting: HashMap<&str, f64> = s.tasks.iter().filter_map(|t| Some((t.id.as_str(), t.waiting_s?))).collect();
+    let waiting = s.tasks.iter().any(|t| t.waiting_s.is_some());
     let _ = write!(
         o,
         "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}",
         "tid", "task id", "task name", "coroutine stack", "awaiter chain", "awaiter name", "awaiter id"
     );
-    let _ = writeln!(o, "{}", if waiting.is_empty() { "" } else { " waiting" });
-    let _ = writeln!(o, "{}", "-".repeat(if waiting.is_empty() { 180 } else { 190 }));
-    for r in ps_rows(s) {
-        let w = waiting.get(r[1].as_str()).map(|w| format!(" {}", fmt_wait(*w))).unwrap_or_default();
-        let r: Vec<std::borrow::Cow<str>> = r.iter().map(|c| escaped(c)).collect();
-        let _ = writeln!(
-            o,
-            "{:<10} {:<20} {:<20} {:<50} {:<50} {:<15} {:<15}{w}",
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6]
-        );
+    let _ = writeln!(o, "{}", if waiting { " waiting" } else { "" });
+    let _ = writeln!(o, "{}", "-".repeat(if waiting { 190 } else { 180 }));
+    // Each task's stack is joined and escaped once: it is also the awaiter chain of every task
+    // it awaits (100 children of one TaskGroup share their parent's).
+    let index: HashMap<&str, usize> = s.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let stacks: Vec<String> = s
+        .tasks
+        .iter()
+        .map(|t| match &t.error {
+            Some(e) => escape(&format!("<unreadable: {e}>")),
+            None => escape(&stack_names(t)),
+        })
+        .collect();
+    for (i, t) in s.tasks.iter().enumerate() {
+        let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
+        let name = escaped(&t.name);
+        let w = t.waiting_s.map(|w| format!(" {}", fmt_wait(w))).unwrap_or_default();
+        let mut row = |chain: &str, pname: &str, pid: &str| {
+            for (v, width) in [(tid.as_str(), 10), (&escaped(&t.id), 20), (&name, 20), (&stacks[i], 50), (chain, 50), (pname, 15)]
+            {
+                pad(&mut o, v, width);
+                o.push(' ');
+            }
+            pad(&mut o, pid, 15);
+            o.push_str(&w);
+            o.push('\n');
+        };
+        if t.awaited_by.is_empty() {
+            row("", "", "0x0");
+        }
+        for p in &t.awaited_by {
+            match index.get(p.as_str()) {
+                Some(&pi) => row(&stacks[pi], &escaped(&s.tasks[pi].name), &escaped(p)),
+                None => row("", "Unknown", &escaped(p)),
+            }
+        }
     }
     if s.tasks.is_empty() {
         let _ = writeln!(o, "(no pending asyncio tasks)");
     }
     o
+}
+
+/// `v` left-aligned in `width` columns (counted in chars, as `{:<width}` does; never cut).
+fn pad(o: &mut String, v: &str, width: usize) {
+    o.push_str(v);
+    let n = if v.is_ascii() { v.len() } else { v.chars().count() };
+    for _ in n..width {
+        o.push(' ');
+    }
 }
 
 /// "37 s", "12 min", "3.2 h": how long a task has been at its await point.
