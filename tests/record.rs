@@ -1,7 +1,9 @@
 //! The snapshot is the whole record, from any source (issue: one complete record, any source):
 //!
 //! * `core_equals_blocking`: on every interpreter, each fixture is stopped (SIGSTOP), dumped with
-//!   `dump --json --blocking` (which must leave it stopped), then `gcore`d; `dump --core --json`
+//!   `dump --json --blocking` (which must leave it stopped, and decodes a copy of its writable
+//!   memory: the same document as the object-by-object read with `TASKSPY_COPY_LIMIT_MB=0`),
+//!   then `gcore`d; `dump --core --json`
 //!   must equal the live document (threads, frames, native state, tasks, awaited-by, loops, locks,
 //!   findings), and `pstree`/`ps`/`deadlocks --core` the live ones. Both documents are validated
 //!   against docs/snapshot.schema.json. The asyncio service's core is also read zstd- and
@@ -269,6 +271,22 @@ fn core_vs_live(interp: &Interpreter, script: &str, args: &[&str], want_code: i3
         format!("a stopped target should be read as found (already_stopped): {}", live["capture"])
     });
     p.check(wait_stopped(pid).is_ok(), || "dump --blocking resumed a process that was stopped before it came".into());
+    // --blocking copies the writable memory and decodes the copy; the object-by-object read of
+    // the stopped process (copying turned off) must say exactly the same.
+    p.check(live["capture"]["copied_bytes"].as_u64().unwrap_or(0) > 0, || {
+        format!("dump --blocking did not decode a copy: {}", live["capture"])
+    });
+    let mut walk_cmd = taskspy_cmd(&["dump", &pid_s, "--json", "--blocking"]);
+    walk_cmd.env("TASKSPY_COPY_LIMIT_MB", "0");
+    let walked = json_of(&run(walk_cmd, COMMAND_TIMEOUT), "dump --json --blocking (copy off)")?;
+    p.check(walked["capture"].get("copied_bytes").is_none(), || {
+        format!("TASKSPY_COPY_LIMIT_MB=0 still copied: {}", walked["capture"])
+    });
+    let mut diffs = Vec::new();
+    differences(&normalized_with(&live, false), &normalized_with(&walked, false), "", &mut diffs);
+    p.check(diffs.is_empty(), || {
+        format!("dump --blocking from the copy differs from the object-by-object read:\n{}", diffs.join("\n"))
+    });
     let live_tree = taskspy_run(&["pstree", &pid_s, "--blocking"]);
     let live_ps = taskspy_run(&["ps", &pid_s, "--blocking"]);
     let live_dl = json_of(&taskspy_run(&["deadlocks", &pid_s, "--json", "--blocking"]), "deadlocks --blocking")?;

@@ -194,6 +194,8 @@ impl Asyncio<'_> {
                 waiting_s: None,
             });
         }
+        drop(_phase);
+        let _phase = crate::timing::Phase::start("tasks: loops");
         for (a, e) in broken {
             rec.unreadable += 1;
             rec.tasks.push(TaskSnap {

@@ -125,7 +125,8 @@ pub fn ps_text(s: &Snapshot) -> String {
         let name = escaped(&t.name);
         let w = t.waiting_s.map(|w| format!(" {}", fmt_wait(w))).unwrap_or_default();
         let mut row = |chain: &str, pname: &str, pid: &str| {
-            for (v, width) in [(tid.as_str(), 10), (&escaped(&t.id), 20), (&name, 20), (&stacks[i], 50), (chain, 50), (pname, 15)]
+            for (v, width) in
+                [(tid.as_str(), 10), (&escaped(&t.id), 20), (&name, 20), (&stacks[i], 50), (chain, 50), (pname, 15)]
             {
                 pad(&mut o, v, width);
                 o.push(' ');

@@ -6,7 +6,7 @@ use super::capture::{capture_with, CaptureOptions};
 use crate::error::Result;
 use crate::model::Snapshot;
 use crate::runtime::PyProcess;
-use crate::source::image::{self, Image, Plan, MAX_IMAGE_BYTES};
+use crate::source::image::{self, copy_limit, Image, Plan};
 use crate::source::os::FrozenOs;
 use crate::source::pause::{self, PausedRead};
 use std::sync::{Arc, Mutex};
@@ -71,8 +71,11 @@ pub fn capture_paused(
 /// An arena big enough for the target's writable footprint as it is now; `None` when the
 /// footprint is over the copy limit (or cannot be measured): then the pause walks instead.
 fn prepare_arena(pid: i32) -> Option<memmap2::MmapMut> {
+    if copy_limit() == 0 {
+        return None;
+    }
     let maps = crate::source::maps::read_maps(pid).ok()?;
-    let plan = Plan::of(pid, &maps, MAX_IMAGE_BYTES)?;
+    let plan = Plan::of(pid, &maps, copy_limit())?;
     let want = with_headroom(plan.bytes);
     let kept = crate::sync::lock(&ARENA).take();
     match kept {
@@ -85,7 +88,7 @@ fn prepare_arena(pid: i32) -> Option<memmap2::MmapMut> {
 fn copy_now(py: &PyProcess, pid: i32, arena: Option<memmap2::MmapMut>) -> Option<(Image, FrozenOs)> {
     let os = FrozenOs::capture(py.os.clone());
     let maps = crate::source::maps::read_maps(pid).ok()?;
-    let plan = Plan::of(pid, &maps, MAX_IMAGE_BYTES)?;
+    let plan = Plan::of(pid, &maps, copy_limit())?;
     let img = Image::copy(pid, plan, arena)?;
     Some((img, os))
 }

@@ -4,9 +4,19 @@
 use super::maps::MapEntry;
 
 const PAGE: u64 = 4096;
-/// Largest writable footprint copied; a bigger one is walked while paused instead (copying it
-/// would cost more pause and memory than reading the objects one by one).
-pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+/// Largest writable footprint copied by default; a bigger one is walked while paused instead
+/// (copying it would cost more pause and memory than reading the objects one by one).
+/// `TASKSPY_COPY_LIMIT_MB` changes it (0: never copy).
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// The copy limit in force: `TASKSPY_COPY_LIMIT_MB`, else `MAX_IMAGE_BYTES`.
+pub fn copy_limit() -> u64 {
+    std::env::var("TASKSPY_COPY_LIMIT_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|mb| mb.saturating_mul(1 << 20))
+        .unwrap_or(MAX_IMAGE_BYTES)
+}
 /// Most virtual pages whose presence is looked up (/proc/PID/pagemap: 8 bytes each).
 const MAX_PAGEMAP_PAGES: u64 = 8 << 20;
 /// iovecs per `process_vm_readv` (the kernel's IOV_MAX).
@@ -56,10 +66,13 @@ fn anonymous(m: &MapEntry) -> bool {
         }
 }
 
-/// Mappings whose contents can change while the target runs (and so must be copied in the pause).
+/// Mappings whose contents can change while the target runs and may hold Python objects (and so
+/// are copied in the pause). Shared mappings are left out: CPython's heaps are private, and a
+/// big shared buffer (shared memory, a writable file mapping) would only cost pause time.
 fn copied_mapping(m: &MapEntry) -> bool {
     m.readable()
         && m.writable()
+        && m.perms.as_bytes().get(3) == Some(&b'p')
         && m.end > m.start
         && !matches!(m.path.as_deref(), Some("[vvar]" | "[vsyscall]" | "[vdso]" | "[vvar_vclock]"))
 }
