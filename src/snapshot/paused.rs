@@ -75,7 +75,15 @@ fn prepare_arena(pid: i32) -> Option<memmap2::MmapMut> {
         return None;
     }
     let maps = crate::source::maps::read_maps(pid).ok()?;
-    let plan = Plan::of(pid, &maps, copy_limit())?;
+    let Some(plan) = Plan::of(pid, &maps, copy_limit()) else {
+        if std::env::var_os("TASKSPY_DEBUG").is_some() {
+            eprintln!(
+                "debug: --blocking: writable memory over the copy limit ({} MiB): walking while paused",
+                copy_limit() >> 20
+            );
+        }
+        return None;
+    };
     let want = with_headroom(plan.bytes);
     let kept = crate::sync::lock(&ARENA).take();
     match kept {

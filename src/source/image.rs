@@ -77,9 +77,34 @@ fn copied_mapping(m: &MapEntry) -> bool {
         && !matches!(m.path.as_deref(), Some("[vvar]" | "[vsyscall]" | "[vdso]" | "[vvar_vclock]"))
 }
 
-/// Present (or swapped) pages of `[start, end)` per /proc/PID/pagemap, as page-aligned ranges.
+/// Page frame number bits of a pagemap entry (zero unless the reader has CAP_SYS_ADMIN).
+const PFN_MASK: u64 = (1 << 55) - 1;
+
+/// The frame of the kernel's shared zero page, when pagemap shows frame numbers (root). Untouched
+/// memory that something merely *read* (gdb's `gcore`, a debugger) maps that page: present, yet
+/// all zeros, so there is nothing to copy. Learned from a page of our own that is only read.
 #[cfg(target_os = "linux")]
-fn present_ranges(pagemap: &std::fs::File, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> std::io::Result<()> {
+fn zero_pfn() -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let map = memmap2::MmapOptions::new().len(PAGE as usize).map_anon().ok()?;
+    std::hint::black_box(map[0]); // a read fault maps the zero page
+    let mut e = [0u8; 8];
+    let pagemap = std::fs::File::open("/proc/self/pagemap").ok()?;
+    pagemap.read_exact_at(&mut e, map.as_ptr() as u64 / PAGE * 8).ok()?;
+    let e = u64::from_le_bytes(e);
+    (e >> 63 == 1 && e & PFN_MASK != 0).then_some(e & PFN_MASK)
+}
+
+/// Present (or swapped) pages of `[start, end)` per /proc/PID/pagemap, as page-aligned ranges;
+/// pages mapping the shared zero page (`zero`) are left out (they read as zeros).
+#[cfg(target_os = "linux")]
+fn present_ranges(
+    pagemap: &std::fs::File,
+    zero: Option<u64>,
+    start: u64,
+    end: u64,
+    out: &mut Vec<(u64, u64)>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let pages = (end - start) / PAGE;
     let mut buf = vec![0u8; (pages.min(64 * 1024) * 8) as usize];
@@ -92,8 +117,8 @@ fn present_ranges(pagemap: &std::fs::File, start: u64, end: u64, out: &mut Vec<(
         for (i, e) in bytes.chunks_exact(8).enumerate() {
             let e = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
             let at = start + (page + i as u64) * PAGE;
-            // Bit 63: present in RAM; bit 62: swapped out. Either holds data.
-            let has_data = e & (3 << 62) != 0;
+            // Bit 63: present in RAM; bit 62: swapped out. Either holds data (but the zero page).
+            let has_data = e & (1 << 62) != 0 || (e >> 63 == 1 && (zero.is_none() || Some(e & PFN_MASK) != zero));
             match (has_data, open) {
                 (true, None) => open = Some(at),
                 (false, Some(s)) => {
@@ -118,6 +143,7 @@ impl Plan {
     #[cfg(target_os = "linux")]
     pub fn of(pid: i32, maps: &[MapEntry], limit: u64) -> Option<Plan> {
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).ok();
+        let zero = zero_pfn();
         let mut plan = Plan::default();
         let mut looked_up = 0u64;
         let mut present = Vec::new();
@@ -127,7 +153,7 @@ impl Plan {
             let sparse = anonymous(m) && pagemap.is_some() && {
                 looked_up += (end - start) / PAGE;
                 looked_up <= MAX_PAGEMAP_PAGES
-                    && pagemap.as_ref().is_some_and(|f| present_ranges(f, start, end, &mut present).is_ok())
+                    && pagemap.as_ref().is_some_and(|f| present_ranges(f, zero, start, end, &mut present).is_ok())
             };
             if !sparse {
                 present.clear();
@@ -301,6 +327,23 @@ mod tests {
         assert!(!img.read(0x12ffc, &mut b));
         assert!(!img.read(0x13000, &mut b));
         assert!(!img.read(0xfff8, &mut b));
+    }
+
+    #[test]
+    fn memory_only_read_is_not_copied() {
+        // 64 pages this process only reads map the zero page: present, but nothing to copy
+        // (told apart only where pagemap shows frame numbers, i.e. as root).
+        let Some(_) = zero_pfn() else { return };
+        let map = memmap2::MmapOptions::new().len(64 * PAGE as usize).map_anon().unwrap();
+        for i in 0..64 {
+            std::hint::black_box(map[i * PAGE as usize]);
+        }
+        let (start, end) = (map.as_ptr() as u64, map.as_ptr() as u64 + 64 * PAGE);
+        let pid = std::process::id() as i32;
+        let maps = crate::source::maps::read_maps(pid).unwrap();
+        let plan = Plan::of(pid, &maps, MAX_IMAGE_BYTES).expect("plan");
+        let copied = plan.runs.iter().any(|r| matches!(r.fill, Fill::Copied(_)) && r.start < end && r.end > start);
+        assert!(!copied, "zero pages planned for copying");
     }
 
     #[test]
