@@ -36,8 +36,11 @@ pub fn capture_paused(
     mut opts: CaptureOptions,
 ) -> Result<(Snapshot, PausedRead)> {
     opts.paused = true;
+    // Ctrl-C from here on ends the command cleanly (exit 130), also while the arena is prepared.
+    pause::install_interrupt_handler();
     // Size and fault in the arena while the target still runs.
     let arena = prepare_arena(pid);
+    pause::check_interrupted()?;
     let copy = arena.is_some();
     let (inside, info) = pause::with_pause(pid, deadline, || {
         let _phase = crate::timing::Phase::start("paused");

@@ -191,8 +191,12 @@ pub fn arena(bytes: u64) -> Option<memmap2::MmapMut> {
         let _ = map.advise(memmap2::Advice::HugePage);
     }
     let mut map = map;
-    // Touch every page (MAP_POPULATE would not take the huge-page advice given after mapping).
-    for b in map.iter_mut().step_by(PAGE as usize) {
+    // Touch every page (MAP_POPULATE would not take the huge-page advice given after mapping);
+    // Ctrl-C stops it (a few hundred MB take a noticeable moment).
+    for (i, b) in map.iter_mut().step_by(PAGE as usize).enumerate() {
+        if i % 4096 == 0 && super::pause::interrupted() {
+            return None;
+        }
         *b = 0;
     }
     Some(map)
