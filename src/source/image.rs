@@ -137,7 +137,7 @@ fn present_ranges(
 }
 
 impl Plan {
-    /// Which ranges of `maps` hold data that may change: whole file-backed and shared writable
+    /// Which ranges of `maps` hold data that may change: whole file-backed private writable
     /// mappings, and the touched pages of anonymous ones (the rest of those reads as zeros).
     /// `None` when the footprint is over `limit` bytes or cannot be told.
     #[cfg(target_os = "linux")]
