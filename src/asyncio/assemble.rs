@@ -28,13 +28,8 @@ pub struct AsyncioRecord {
     pub unreadable: u64,
 }
 
-/// The tasks of the registries: pending ones with what each waits on, entries that could not be
-/// read, or the error that ends the whole read.
-struct ReadPart {
-    tasks: Vec<RawTask>,
-    broken: Vec<(u64, MemError)>,
-    stop: Option<MemError>,
-}
+/// Pending tasks read from the registries, and the entries that could not be read.
+type TaskReads = (Vec<RawTask>, Vec<(u64, MemError)>);
 
 impl Asyncio<'_> {
     /// The running loop of each thread (loop address -> native tid).
@@ -107,11 +102,7 @@ impl Asyncio<'_> {
         let phase = crate::timing::Phase::start("tasks: read");
         rec.unreadable += found.unreadable;
         // Each task is read, and what it waits on decoded, in one pass over the registries.
-        let part = self.read_part(&found.tasks, tolerate);
-        if let Some(e) = part.stop {
-            return Err(e);
-        }
-        let (raw, broken) = (part.tasks, part.broken);
+        let (raw, broken) = self.read_tasks(&found.tasks, tolerate)?;
         drop(phase);
         let phase = crate::timing::Phase::start("tasks: edges");
         let running = self.loops_by_thread(records);
@@ -234,10 +225,13 @@ impl Asyncio<'_> {
         Ok(rec)
     }
 
-    /// Read the tasks at `addrs` (the registries' entries).
-    fn read_part(&self, addrs: &[u64], tolerate: bool) -> ReadPart {
+    /// Read the tasks at `addrs` (the registries' entries), each with what it waits on: the
+    /// pending ones, and the entries that could not be read (with `tolerate`; without it the first
+    /// such entry ends the read, so a torn read of a live process is retried whole).
+    fn read_tasks(&self, addrs: &[u64], tolerate: bool) -> MemResult<TaskReads> {
         let py = self.py;
-        let mut part = ReadPart { tasks: Vec::with_capacity(addrs.len()), broken: Vec::new(), stop: None };
+        let mut tasks = Vec::with_capacity(addrs.len());
+        let mut broken = Vec::new();
         for &a in addrs {
             // Registries may legally hold other objects (a WeakSet anyone can add to): only
             // tasks are read; an entry whose type cannot even be read is reported, not dropped.
@@ -246,24 +240,19 @@ impl Asyncio<'_> {
                 _ => Ok(None),
             });
             match read {
-                // A torn read of a live process: retry the snapshot before settling for less.
                 Ok(Some(t)) if t.error.is_some() && !tolerate => {
-                    part.stop = Some(MemError::Other(t.error.unwrap_or_default()));
-                    break;
+                    return Err(MemError::Other(t.error.unwrap_or_default()));
                 }
                 Ok(Some(mut t)) if t.state == FutState::Pending => {
                     t.wait = self.waiting_on(&t);
-                    part.tasks.push(t);
+                    tasks.push(t);
                 }
                 Ok(_) => {}
-                Err(e) if e.is_fatal() || !tolerate => {
-                    part.stop = Some(e);
-                    break;
-                }
-                Err(e) => part.broken.push((a, e)),
+                Err(e) if e.is_fatal() || !tolerate => return Err(e),
+                Err(e) => broken.push((a, e)),
             }
         }
-        part
+        Ok((tasks, broken))
     }
 
     /// `loop._ready` of a pure-Python event loop (uvloop keeps no such deque): its length and

@@ -33,19 +33,7 @@ pub fn capture(py: &PyProcess, origin: &Origin, mut opts: CaptureOptions) -> Res
     let _phase = crate::timing::Phase::start("capture");
     let snap = match origin {
         Origin::Live { pid, blocking: true, pause_ms } => {
-            let (mut s, info) = snapshot::paused::capture_paused(py, *pid, Duration::from_millis(*pause_ms), opts)?;
-            if let Some(c) = s.capture.as_mut() {
-                c.already_stopped = info.already_stopped;
-                if !info.already_stopped {
-                    c.paused_ms = Some((info.paused_for.as_secs_f64() * 1e5).round() / 100.0);
-                }
-                if info.resumed_at_deadline {
-                    c.cut = Some(format!(
-                        "the target was resumed at the {pause_ms} ms pause deadline; the rest was read while it ran"
-                    ));
-                }
-            }
-            s
+            snapshot::paused::capture_paused(py, *pid, Duration::from_millis(*pause_ms), opts)?
         }
         Origin::Core(c) => {
             opts.core = Some(c.core.display().to_string());

@@ -11,44 +11,59 @@ fn stack_names(t: &TaskSnap) -> String {
     t.coroutine_stack.iter().map(|f| &*f.function).collect::<Vec<_>>().join(" -> ")
 }
 
-/// One row per (task, awaiter), like CPython 3.14's `asyncio ps`, produced one at a time (a
-/// 200,000-task table is never held whole). Values are exact (for JSON); `ps_text` escapes them.
-pub fn ps_rows(s: &Snapshot) -> impl Iterator<Item = [String; 7]> + '_ {
-    let by_id: HashMap<&str, &TaskSnap> = s.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
-    s.tasks.iter().flat_map(move |t| {
-        let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
-        let stack = match &t.error {
-            Some(e) => format!("<unreadable: {e}>"),
-            None => stack_names(t),
-        };
+/// The awaiter column of a `ps` row.
+enum Awaiter<'a> {
+    /// Nobody awaits the task (CPython prints awaiter id "0x0").
+    Nobody,
+    /// A task of the snapshot (its index).
+    Task(usize),
+    /// An id the snapshot has no task for.
+    Unknown(&'a str),
+}
+
+/// The rows of `ps` in table order, one per (task index, awaiter) like CPython 3.14's `asyncio ps`:
+/// the one place that decides which rows exist, for the text table and for JSON.
+fn ps_pairs(s: &Snapshot) -> impl Iterator<Item = (usize, Awaiter<'_>)> + '_ {
+    let index: HashMap<&str, usize> = s.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    s.tasks.iter().enumerate().flat_map(move |(i, t)| {
         let mut rows = Vec::with_capacity(t.awaited_by.len().max(1));
         if t.awaited_by.is_empty() {
-            rows.push([
-                tid.clone(),
-                t.id.to_string(),
-                t.name.to_string(),
-                stack.clone(),
-                String::new(),
-                String::new(),
-                "0x0".into(),
-            ]);
+            rows.push((i, Awaiter::Nobody));
         }
         for p in &t.awaited_by {
-            let (chain, pname) = match by_id.get(p.as_str()) {
-                Some(pt) => (stack_names(pt), pt.name.clone()),
-                None => (String::new(), "Unknown".into()),
-            };
-            rows.push([
-                tid.clone(),
-                t.id.to_string(),
-                t.name.to_string(),
-                stack.clone(),
-                chain,
-                pname.to_string(),
-                p.to_string(),
-            ]);
+            rows.push((i, index.get(p.as_str()).map_or(Awaiter::Unknown(p.as_str()), |&j| Awaiter::Task(j))));
         }
         rows
+    })
+}
+
+/// A task's coroutine stack as `ps` shows it (outermost last, " -> " between frames).
+fn ps_stack(t: &TaskSnap) -> String {
+    match &t.error {
+        Some(e) => format!("<unreadable: {e}>"),
+        None => stack_names(t),
+    }
+}
+
+/// One row per (task, awaiter), produced one at a time (a 200,000-task table is never held
+/// whole). Values are exact (for JSON); `ps_text` escapes them.
+pub fn ps_rows(s: &Snapshot) -> impl Iterator<Item = [String; 7]> + '_ {
+    ps_pairs(s).map(move |(i, awaiter)| {
+        let t = &s.tasks[i];
+        let (chain, pname, pid) = match awaiter {
+            Awaiter::Nobody => (String::new(), String::new(), "0x0".to_string()),
+            Awaiter::Task(j) => (stack_names(&s.tasks[j]), s.tasks[j].name.to_string(), s.tasks[j].id.to_string()),
+            Awaiter::Unknown(p) => (String::new(), "Unknown".to_string(), p.to_string()),
+        };
+        [
+            t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+            t.id.to_string(),
+            t.name.to_string(),
+            ps_stack(t),
+            chain,
+            pname,
+            pid,
+        ]
     })
 }
 
@@ -111,39 +126,32 @@ pub fn ps_text(s: &Snapshot) -> String {
     let _ = writeln!(o, "{}", "-".repeat(if waiting { 190 } else { 180 }));
     // Each task's stack is joined and escaped once: it is also the awaiter chain of every task
     // it awaits (100 children of one TaskGroup share their parent's).
-    let index: HashMap<&str, usize> = s.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
-    let stacks: Vec<String> = s
-        .tasks
-        .iter()
-        .map(|t| match &t.error {
-            Some(e) => escape(&format!("<unreadable: {e}>")),
-            None => escape(&stack_names(t)),
-        })
-        .collect();
-    for (i, t) in s.tasks.iter().enumerate() {
-        let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
-        let name = escaped(&t.name);
-        let w = t.waiting_s.map(|w| format!(" {}", fmt_wait(w))).unwrap_or_default();
-        let mut row = |chain: &str, pname: &str, pid: &str| {
-            for (v, width) in
-                [(tid.as_str(), 10), (&escaped(&t.id), 20), (&name, 20), (&stacks[i], 50), (chain, 50), (pname, 15)]
-            {
-                pad(&mut o, v, width);
-                o.push(' ');
-            }
-            pad(&mut o, pid, 15);
-            o.push_str(&w);
-            o.push('\n');
+    let stacks: Vec<String> = s.tasks.iter().map(|t| escape(&ps_stack(t))).collect();
+    for (i, awaiter) in ps_pairs(s) {
+        let t = &s.tasks[i];
+        let (chain, pname, pid) = match awaiter {
+            Awaiter::Nobody => ("", escaped(""), escaped("0x0")),
+            Awaiter::Task(j) => (stacks[j].as_str(), escaped(&s.tasks[j].name), escaped(&s.tasks[j].id)),
+            Awaiter::Unknown(p) => ("", escaped("Unknown"), escaped(p)),
         };
-        if t.awaited_by.is_empty() {
-            row("", "", "0x0");
+        let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
+        for (v, width) in [
+            (tid.as_str(), 10),
+            (&escaped(&t.id), 20),
+            (&escaped(&t.name), 20),
+            (&stacks[i], 50),
+            (chain, 50),
+            (&pname, 15),
+        ] {
+            pad(&mut o, v, width);
+            o.push(' ');
         }
-        for p in &t.awaited_by {
-            match index.get(p.as_str()) {
-                Some(&pi) => row(&stacks[pi], &escaped(&s.tasks[pi].name), &escaped(p)),
-                None => row("", "Unknown", &escaped(p)),
-            }
+        pad(&mut o, &pid, 15);
+        if let Some(w) = t.waiting_s {
+            o.push(' ');
+            o.push_str(&fmt_wait(w));
         }
+        o.push('\n');
     }
     if s.tasks.is_empty() {
         let _ = writeln!(o, "(no pending asyncio tasks)");

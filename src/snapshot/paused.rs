@@ -28,30 +28,23 @@ enum InPause {
 }
 
 /// Read `py` (PID `pid`) with the target stopped for as short a time as possible; resumed at
-/// `deadline` at the latest.
-pub fn capture_paused(
-    py: &PyProcess,
-    pid: i32,
-    deadline: Duration,
-    mut opts: CaptureOptions,
-) -> Result<(Snapshot, PausedRead)> {
+/// `deadline` at the latest. The snapshot's `capture` says how the pause went.
+pub fn capture_paused(py: &PyProcess, pid: i32, deadline: Duration, mut opts: CaptureOptions) -> Result<Snapshot> {
     opts.paused = true;
     // Ctrl-C from here on ends the command cleanly (exit 130), also while the arena is prepared.
     pause::install_interrupt_handler();
     // Size and fault in the arena while the target still runs.
     let arena = prepare_arena(pid);
     pause::check_interrupted()?;
-    let copy = arena.is_some();
     let (inside, info) = pause::with_pause(pid, deadline, || {
         let _phase = crate::timing::Phase::start("paused");
-        let copied = if copy { copy_now(py, pid, arena) } else { None };
-        match copied {
+        match arena.and_then(|a| copy_now(py, pid, a)) {
             Some((img, os)) => InPause::Copied(img, os),
             None => InPause::Walked(capture_with(py, &opts)),
         }
     })?;
     pause::check_interrupted()?;
-    let snap = match inside {
+    let mut snap = match inside {
         InPause::Walked(r) => r?,
         InPause::Copied(img, os) => {
             let bytes = img.bytes;
@@ -68,7 +61,23 @@ pub fn capture_paused(
             s
         }
     };
-    Ok((snap, info))
+    record_pause(&mut snap, &info, deadline);
+    Ok(snap)
+}
+
+/// How the pause went, in the snapshot's `capture`.
+fn record_pause(snap: &mut Snapshot, info: &PausedRead, deadline: Duration) {
+    let Some(c) = snap.capture.as_mut() else { return };
+    c.already_stopped = info.already_stopped;
+    if !info.already_stopped {
+        c.paused_ms = Some((info.paused_for.as_secs_f64() * 1e5).round() / 100.0);
+    }
+    if info.resumed_at_deadline {
+        c.cut = Some(format!(
+            "the target was resumed at the {} ms pause deadline; the rest was read while it ran",
+            deadline.as_millis()
+        ));
+    }
 }
 
 /// An arena big enough for the target's writable footprint as it is now; `None` when the
@@ -96,10 +105,10 @@ fn prepare_arena(pid: i32) -> Option<memmap2::MmapMut> {
 }
 
 /// In the pause: the thread facts and a copy of the writable memory as they are now.
-fn copy_now(py: &PyProcess, pid: i32, arena: Option<memmap2::MmapMut>) -> Option<(Image, FrozenOs)> {
+fn copy_now(py: &PyProcess, pid: i32, arena: memmap2::MmapMut) -> Option<(Image, FrozenOs)> {
     let os = FrozenOs::capture(py.os.clone());
     let maps = crate::source::maps::read_maps(pid).ok()?;
     let plan = Plan::of(pid, &maps, copy_limit())?;
-    let img = Image::copy(pid, plan, arena)?;
+    let img = Image::copy(pid, plan, Some(arena))?;
     Some((img, os))
 }

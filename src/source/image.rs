@@ -259,10 +259,14 @@ impl Image {
                 }
             }
         }
+        // Uncopied runs leave the image (their reads go to the target): one pass, not one shift each.
         let nfailed = failed.len();
-        for i in failed.into_iter().rev() {
-            runs.remove(i);
-        }
+        let failed: std::collections::HashSet<usize> = failed.into_iter().collect();
+        let mut i = 0;
+        runs.retain(|_| {
+            i += 1;
+            !failed.contains(&(i - 1))
+        });
         Some(Image { runs, arena, bytes: plan.bytes, failed: nfailed })
     }
 
