@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod asyncio;
 pub mod commands;
 pub mod error;
+pub mod heap;
 pub mod model;
 pub mod render;
 pub mod runtime;

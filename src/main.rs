@@ -9,7 +9,11 @@ use taskspy::commands::family::FamilyOptions;
 use taskspy::commands::{color, completions, deadlocks, demo, dump, gil, manpage, metrics, tasks, top, watch, Output};
 use taskspy::error::{exit, Error, Result};
 
+#[global_allocator]
+static ALLOCATOR: taskspy::heap::Allocator = taskspy::heap::Allocator;
+
 fn main() {
+    taskspy::heap::tune();
     std::panic::set_hook(Box::new(|info| {
         let msg = info
             .payload()
