@@ -44,6 +44,14 @@ fn write_json<T: serde::Serialize + ?Sized>(w: &mut dyn std::io::Write, v: &T, p
     w.flush()
 }
 
+/// One snapshot as a compact JSON line (task records written by hand: see `render::json`).
+fn write_snapshot(w: &mut dyn std::io::Write, s: &Snapshot) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 18, w);
+    crate::render::json::write_snapshot(&mut w, s)?;
+    w.write_all(b"\n")?;
+    w.flush()
+}
+
 impl Output {
     pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         // Pretty JSON for people at a terminal, compact JSON for pipes and files (half the size).
@@ -55,10 +63,11 @@ impl Output {
                     w.write_all(b"\n")?;
                 }
             }
+            Output::Snapshot(s) if !pretty => write_snapshot(w, s)?,
             Output::Snapshot(s) => write_json(w, s.as_ref(), pretty)?,
             Output::Snapshots(v) => {
                 for s in v {
-                    write_json(w, s, false)?;
+                    write_snapshot(w, s)?;
                 }
             }
             Output::Json(v) => write_json(w, v, pretty)?,

@@ -44,9 +44,9 @@ struct FrameFields<'a> {
     line: i64,
 }
 
-impl Serialize for Frame {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let fields = FrameFields { function: &self.function, file: &self.file, line: self.line };
+impl Frame {
+    /// Hand the frame's compact JSON text (from the cache) to `f`; `None` if it could not be made.
+    pub fn with_json<R>(&self, f: impl FnOnce(Option<&serde_json::value::RawValue>) -> R) -> R {
         let key = (
             Arc::as_ptr(&self.function) as *const u8 as usize,
             Arc::as_ptr(&self.file) as *const u8 as usize,
@@ -55,17 +55,24 @@ impl Serialize for Frame {
         FRAME_JSON.with(move |c| {
             let mut c = c.borrow_mut();
             if !c.contains_key(&key) {
-                let Ok(raw) = serde_json::value::to_raw_value(&fields) else { return fields.serialize(ser) };
+                let fields = FrameFields { function: &self.function, file: &self.file, line: self.line };
+                let Ok(raw) = serde_json::value::to_raw_value(&fields) else { return f(None) };
                 if c.len() >= FRAME_JSON_MAX {
                     c.clear();
                 }
                 c.insert(key, (self.function.clone(), self.file.clone(), raw));
             }
-            match c.get(&key) {
-                // serde_json's serializers (text and `to_value`) take a raw value as the JSON it holds.
-                Some((_, _, raw)) => raw.serialize(ser),
-                None => fields.serialize(ser),
-            }
+            f(c.get(&key).map(|(_, _, raw)| raw.as_ref()))
+        })
+    }
+}
+
+impl Serialize for Frame {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        self.with_json(|raw| match raw {
+            // serde_json's serializers (text and `to_value`) take a raw value as the JSON it holds.
+            Some(raw) => raw.serialize(ser),
+            None => FrameFields { function: &self.function, file: &self.file, line: self.line }.serialize(ser),
         })
     }
 }

@@ -2,5 +2,6 @@
 //! Every string from the target passes through `escape` before it reaches a terminal.
 
 pub mod escape;
+pub mod json;
 pub mod tasks;
 pub mod text;
