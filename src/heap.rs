@@ -134,10 +134,9 @@ pub fn tune() {
         if !probe.is_null() {
             libc::free(probe);
         }
-        let huge = 2 << 20;
-        let start = (before + huge - 1) & !(huge - 1);
-        if before != usize::MAX && after > start + huge {
-            libc::madvise(start as *mut libc::c_void, (after - start) & !(huge - 1), libc::MADV_HUGEPAGE);
+        let start = (before + BIG - 1) & !(BIG - 1);
+        if before != usize::MAX && after > start + BIG {
+            libc::madvise(start as *mut libc::c_void, (after - start) & !(BIG - 1), libc::MADV_HUGEPAGE);
         }
     }
 }

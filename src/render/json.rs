@@ -25,14 +25,12 @@ pub fn write_snapshot<W: Write>(w: &mut W, s: &Snapshot) -> io::Result<()> {
         loops,
         ns_pid,
     } = s;
-    w.write_all(b"{\"schema\":")?;
-    serde_json::to_writer(&mut *w, schema)?;
-    write!(w, ",\"pid\":{pid},\"captured_at\":")?;
-    serde_json::to_writer(&mut *w, captured_at)?;
-    w.write_all(b",\"python\":")?;
-    serde_json::to_writer(&mut *w, python)?;
-    w.write_all(b",\"threads\":")?;
-    serde_json::to_writer(&mut *w, threads)?;
+    w.write_all(b"{")?;
+    serde_field(w, b"\"schema\":", schema)?;
+    serde_field(w, b",\"pid\":", pid)?;
+    serde_field(w, b",\"captured_at\":", captured_at)?;
+    serde_field(w, b",\"python\":", python)?;
+    serde_field(w, b",\"threads\":", threads)?;
     w.write_all(b",\"tasks\":[")?;
     let mut buf = Vec::with_capacity(4096);
     for (i, t) in tasks.iter().enumerate() {
@@ -43,30 +41,31 @@ pub fn write_snapshot<W: Write>(w: &mut W, s: &Snapshot) -> io::Result<()> {
         task(&mut buf, t);
         w.write_all(&buf)?;
     }
-    w.write_all(b"],\"findings\":")?;
-    serde_json::to_writer(&mut *w, findings)?;
-    w.write_all(b",\"interpreters\":")?;
-    serde_json::to_writer(&mut *w, interpreters)?;
+    w.write_all(b"]")?;
+    serde_field(w, b",\"findings\":", findings)?;
+    serde_field(w, b",\"interpreters\":", interpreters)?;
     if let Some(c) = capture {
-        w.write_all(b",\"capture\":")?;
-        serde_json::to_writer(&mut *w, c)?;
+        serde_field(w, b",\"capture\":", c)?;
     }
     if let Some(c) = cmdline {
-        w.write_all(b",\"cmdline\":")?;
-        serde_json::to_writer(&mut *w, c)?;
+        serde_field(w, b",\"cmdline\":", c)?;
     }
     if !locks.is_empty() {
-        w.write_all(b",\"locks\":")?;
-        serde_json::to_writer(&mut *w, locks)?;
+        serde_field(w, b",\"locks\":", locks)?;
     }
     if !loops.is_empty() {
-        w.write_all(b",\"loops\":")?;
-        serde_json::to_writer(&mut *w, loops)?;
+        serde_field(w, b",\"loops\":", loops)?;
     }
     if let Some(n) = ns_pid {
-        write!(w, ",\"ns_pid\":{n}")?;
+        serde_field(w, b",\"ns_pid\":", n)?;
     }
     w.write_all(b"}")
+}
+
+/// `key` (with its separator) and the value as serde_json writes it.
+fn serde_field<W: Write, T: serde::Serialize + ?Sized>(w: &mut W, key: &[u8], v: &T) -> io::Result<()> {
+    w.write_all(key)?;
+    Ok(serde_json::to_writer(&mut *w, v)?)
 }
 
 /// A JSON string as serde_json writes it: copied as is when nothing in it needs escaping.
@@ -78,6 +77,14 @@ fn string(out: &mut Vec<u8>, s: &str) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
+    }
+}
+
+/// `key` and the string, for a field serde skips when it is `None`.
+fn opt_string(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) {
+    if let Some(v) = v {
+        out.extend_from_slice(key);
+        string(out, v);
     }
 }
 
@@ -149,22 +156,13 @@ fn task(out: &mut Vec<u8>, t: &TaskSnap) {
         out.extend_from_slice(b",\"await_point\":");
         point(out, p);
     }
-    if let Some(l) = event_loop {
-        out.extend_from_slice(b",\"event_loop\":");
-        string(out, l);
-    }
+    opt_string(out, b",\"event_loop\":", event_loop.as_deref());
     if !holds_locks.is_empty() {
         out.extend_from_slice(b",\"holds_locks\":");
         strings(out, holds_locks);
     }
-    if let Some(l) = waits_for_lock {
-        out.extend_from_slice(b",\"waits_for_lock\":");
-        string(out, l);
-    }
-    if let Some(e) = error {
-        out.extend_from_slice(b",\"error\":");
-        string(out, e);
-    }
+    opt_string(out, b",\"waits_for_lock\":", waits_for_lock.as_deref());
+    opt_string(out, b",\"error\":", error.as_deref());
     if let Some(s) = waiting_s {
         out.extend_from_slice(b",\"waiting_s\":");
         // Floats (and non-finite ones as null) exactly as serde_json formats them.
@@ -177,12 +175,9 @@ fn waiting(out: &mut Vec<u8>, w: &WaitingOn) {
     let WaitingOn { kind, future, object, object_type, runnable } = w;
     out.extend_from_slice(b"{\"kind\":");
     string(out, kind);
-    for (key, v) in [(&b",\"future\":"[..], future), (b",\"object\":", object), (b",\"object_type\":", object_type)] {
-        if let Some(v) = v {
-            out.extend_from_slice(key);
-            string(out, v);
-        }
-    }
+    opt_string(out, b",\"future\":", future.as_deref());
+    opt_string(out, b",\"object\":", object.as_deref());
+    opt_string(out, b",\"object_type\":", object_type.as_deref());
     out.extend_from_slice(if *runnable { b",\"runnable\":true}" } else { b",\"runnable\":false}" });
 }
 
@@ -192,10 +187,7 @@ fn point(out: &mut Vec<u8>, p: &AwaitPoint) {
     string(out, code);
     out.extend_from_slice(b",\"offset\":");
     int(out, *offset);
-    if let Some(a) = awaited {
-        out.extend_from_slice(b",\"awaited\":");
-        string(out, a);
-    }
+    opt_string(out, b",\"awaited\":", awaited.as_deref());
     out.push(b'}');
 }
 
