@@ -91,7 +91,9 @@ pub fn with_pause<R: Send>(pid: i32, deadline: Duration, read: impl FnOnce() -> 
         });
         let mut guard = Some(guard);
         loop {
-            match rx.recv_timeout(Duration::from_millis(5)) {
+            // Wake at the deadline itself (not up to a tick after it), and every 5 ms for Ctrl-C.
+            let tick = if guard.is_some() { deadline.saturating_sub(start.elapsed()) } else { Duration::MAX };
+            match rx.recv_timeout(tick.clamp(Duration::from_micros(200), Duration::from_millis(5))) {
                 Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if guard.is_some() && (start.elapsed() >= deadline || interrupted()) {
