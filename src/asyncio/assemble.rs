@@ -16,7 +16,7 @@ const MAX_LOOPS: usize = 4096;
 const MAX_GATHER_OBJECTS: usize = 1_000_000;
 
 /// Everything asyncio contributes to one snapshot of an interpreter.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AsyncioRecord {
     pub tasks: Vec<TaskSnap>,
     pub loops: Vec<LoopSnap>,

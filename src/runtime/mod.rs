@@ -68,6 +68,9 @@ pub struct PyProcess {
     lock_kinds: Mutex<HashMap<u64, Option<locks::LockKind>>>,
     /// Kernel view of the target's threads (live /proc or a core's notes).
     pub os: Arc<dyn crate::source::os::OsView>,
+    /// What `snapshot::reuse` keeps between captures by this reader (repeated samples); its
+    /// type is that module's business.
+    pub kept: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 pub const MIN_MINOR: u32 = 8;
@@ -157,6 +160,7 @@ impl PyProcess {
             linetables: Mutex::new(HashMap::default()),
             lock_kinds: Mutex::new(HashMap::default()),
             os: target.os.clone(),
+            kept: Mutex::new(None),
         })
     }
 
@@ -209,6 +213,7 @@ impl PyProcess {
             linetables: Mutex::new(HashMap::default()),
             lock_kinds: Mutex::new(HashMap::default()),
             os,
+            kept: Mutex::new(None),
         }
     }
 }

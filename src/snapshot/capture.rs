@@ -170,7 +170,9 @@ fn capture_once(
                 ns_tid,
             });
         }
-        match aio.collect(interp, &with_tids, tolerate) {
+        // Only a live target read in place can be checked again later (not a paused copy, not a core).
+        let reusable = !opts.paused && opts.os.is_none() && py.os.kind() == "live";
+        match super::reuse::collect(py, &aio, interp, &with_tids, tolerate, reusable) {
             Ok(rec) => {
                 // Move, not copy: 10,000 task records copied into a fresh vector fault in megabytes.
                 if tasks.is_empty() {

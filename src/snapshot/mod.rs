@@ -5,6 +5,7 @@ pub mod capture;
 pub mod gil_sample;
 pub mod input;
 pub mod paused;
+pub mod reuse;
 
 pub use crate::model::*;
 pub use capture::{capture, capture_with, CaptureOptions};

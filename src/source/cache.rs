@@ -1,6 +1,7 @@
 //! A snapshot-scoped page cache over target memory: one `process_vm_readv` fetches a 16 KiB
 //! neighbourhood, so walking 100,000 densely allocated tasks costs thousands of calls, not millions.
 
+use super::footprint::{Footprint, Recording};
 use super::memory::{MemError, MemResult, Memory};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -40,6 +41,9 @@ struct Pages {
     /// A copy of the target's writable memory taken while it was paused (`--blocking`): reads
     /// it covers are served from it, the rest (code, read-only data) from the target.
     image: Option<super::image::Image>,
+    /// While set, every page a read touches is remembered with a hash of its bytes (repeated
+    /// samples check later whether any of them changed).
+    recording: Option<Recording>,
 }
 
 impl Pages {
@@ -49,6 +53,7 @@ impl Pages {
         self.holes = 0;
         self.fetches = 0;
         self.owner.clear();
+        self.recording = None;
     }
 
     /// A slot for `page`, evicting the oldest page when all are taken.
@@ -141,6 +146,16 @@ impl CachedMemory {
         std::mem::replace(&mut crate::sync::lock(&self.pages).image, image)
     }
 
+    /// Remember every page read from now on (see `finish_recording`).
+    pub fn start_recording(&self) {
+        crate::sync::lock(&self.pages).recording = Some(Recording::default());
+    }
+
+    /// What was read since `start_recording`; `None` if it cannot be checked later.
+    pub fn finish_recording(&self) -> Option<Footprint> {
+        crate::sync::lock(&self.pages).recording.take().and_then(Recording::finish)
+    }
+
     pub fn inner(&self) -> &dyn Memory {
         self.inner.as_ref()
     }
@@ -184,11 +199,21 @@ impl Memory for CachedMemory {
         }
         let mut p = crate::sync::lock(&self.pages);
         if p.image.as_ref().is_some_and(|img| img.read(addr, buf)) {
+            if let Some(r) = p.recording.as_mut() {
+                r.spoil();
+            }
             return Ok(());
         }
         if buf.len() > DIRECT_READ {
+            let recording = p.recording.is_some();
             drop(p);
-            return self.inner.read(addr, buf);
+            let r = self.inner.read(addr, buf);
+            if recording {
+                if let Some(rec) = crate::sync::lock(&self.pages).recording.as_mut() {
+                    rec.range(addr, buf.len(), r.is_ok().then_some(&buf[..]));
+                }
+            }
+            return r;
         }
         let mut done = 0usize;
         while done < buf.len() {
@@ -201,10 +226,23 @@ impl Memory for CachedMemory {
                     p.map.get(&page).copied().unwrap_or(HOLE)
                 }
             };
+            let pages = &mut *p;
+            if let Some(rec) = pages.recording.as_mut() {
+                if rec.wants(page) {
+                    rec.page(page, (slot != HOLE).then(|| &pages.slots[slot as usize][..]));
+                }
+            }
             if slot == HOLE {
                 drop(p);
                 // Unmapped as far as the cache can tell: ask the target directly for the precise error.
-                return self.inner.read(addr, buf);
+                let r = self.inner.read(addr, buf);
+                if r.is_ok() {
+                    // Readable after all (mapped meanwhile): the recorded hole no longer describes it.
+                    if let Some(rec) = crate::sync::lock(&self.pages).recording.as_mut() {
+                        rec.spoil();
+                    }
+                }
+                return r;
             }
             let data = &p.slots[slot as usize];
             let off = (a - page) as usize;

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod core;
 pub mod elf;
+pub mod footprint;
 pub mod image;
 pub mod live;
 pub mod maps;

@@ -1,0 +1,118 @@
+//! Repeated samples by one reader (`watch`, `top`, `metrics`, `deadlocks --duration`): an
+//! interpreter's asyncio record is reused while every byte it was built from is unchanged.
+//!
+//! The record is a function of the bytes its walk read and of the interpreter's threads. The
+//! second sample records which pages the walk touched (with a hash of each); every later sample
+//! first reads just those pages again and, if none changed, takes the kept record instead of
+//! walking. The first difference ends the check and the walk runs as usual (recording anew).
+
+use crate::asyncio::assemble::AsyncioRecord;
+use crate::asyncio::Asyncio;
+use crate::runtime::threads::{InterpInfo, ThreadRecord};
+use crate::runtime::PyProcess;
+use crate::source::footprint::Footprint;
+use crate::source::MemResult;
+
+/// Everything besides memory that the asyncio record depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
+    interp: u64,
+    id: i64,
+    /// Per thread: thread state, ident, `tstate->dict`, native thread id.
+    threads: Vec<(u64, u64, u64, Option<i32>)>,
+}
+
+impl Key {
+    fn of(interp: &InterpInfo, records: &[(ThreadRecord, Option<i32>)]) -> Key {
+        Key {
+            interp: interp.addr,
+            id: interp.id,
+            threads: records.iter().map(|(r, tid)| (r.tstate, r.ident, r.dict, *tid)).collect(),
+        }
+    }
+}
+
+enum Kept {
+    /// Read once: the next sample records its footprint (one-shot commands never pay for it).
+    Seen,
+    Record {
+        footprint: Footprint,
+        record: AsyncioRecord,
+    },
+}
+
+/// Kept per interpreter (the latest key of each).
+type State = Vec<(Key, Kept)>;
+
+fn take(py: &PyProcess, key: &Key) -> Option<Kept> {
+    let mut slot = crate::sync::lock(&py.kept);
+    let state = slot.as_mut()?.downcast_mut::<State>()?;
+    let i = state.iter().position(|(k, _)| k == key)?;
+    Some(state.swap_remove(i).1)
+}
+
+fn put(py: &PyProcess, key: Key, kept: Kept) {
+    let mut slot = crate::sync::lock(&py.kept);
+    if !slot.as_ref().is_some_and(|s| s.is::<State>()) {
+        *slot = Some(Box::new(State::new()));
+    }
+    if let Some(state) = slot.as_mut().and_then(|s| s.downcast_mut::<State>()) {
+        state.retain(|(k, _)| k.interp != key.interp);
+        state.push((key, kept));
+    }
+}
+
+/// The asyncio record of `interp`: kept from an earlier sample when nothing it was built from
+/// changed, else read (`reusable` false: always read, nothing kept — a paused copy or a core).
+pub fn collect(
+    py: &PyProcess,
+    aio: &Asyncio,
+    interp: &InterpInfo,
+    records: &[(ThreadRecord, Option<i32>)],
+    tolerate: bool,
+    reusable: bool,
+) -> MemResult<AsyncioRecord> {
+    if !reusable {
+        return aio.collect(interp, records, tolerate);
+    }
+    let key = Key::of(interp, records);
+    match take(py, &key) {
+        None => {
+            let r = aio.collect(interp, records, tolerate)?;
+            put(py, key, Kept::Seen);
+            Ok(r)
+        }
+        Some(Kept::Record { footprint, record }) if check(py, &footprint)? => {
+            let out = {
+                let _phase = crate::timing::Phase::start("tasks: kept record copied");
+                record.clone()
+            };
+            put(py, key, Kept::Record { footprint, record });
+            Ok(out)
+        }
+        Some(_) => {
+            py.mem.start_recording();
+            let r = aio.collect(interp, records, tolerate);
+            let footprint = py.mem.finish_recording();
+            let r = r?;
+            match footprint {
+                Some(footprint) => put(py, key, Kept::Record { footprint, record: r.clone() }),
+                None => put(py, key, Kept::Seen),
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// Whether every page the kept record was built from still holds the same bytes.
+fn check(py: &PyProcess, footprint: &Footprint) -> MemResult<bool> {
+    let _phase = crate::timing::Phase::start("tasks: unchanged check");
+    if crate::source::pause::interrupted() {
+        return Err(crate::source::MemError::Interrupted);
+    }
+    let same = footprint.unchanged(py.mem.inner())?;
+    if crate::timing::enabled() {
+        eprintln!("timing: {} pages checked: {}", footprint.pages(), if same { "unchanged" } else { "changed" });
+    }
+    Ok(same)
+}
