@@ -24,7 +24,9 @@ fn main() {
         let _ = writeln!(std::io::stderr(), "taskspy: internal error: {msg} (please report this)");
     }));
     let cli = cli::Cli::parse();
+    let phase = taskspy::timing::Phase::start("command");
     let result = run(&cli);
+    drop(phase);
     // Colour is added after rendering, only to `dump`-style text and only when wanted
     // (`--color`, NO_COLOR, stdout a terminal): piped output never contains escape sequences.
     let colorable = matches!(cli.command, cli::Command::Dump(_) | cli::Command::Demo(_));

@@ -89,8 +89,12 @@ fn task_actor(t: &TaskSnap) -> Actor<'_> {
 
 /// Await cycles: tasks awaiting each other (directly or via gather/TaskGroup edges).
 pub fn await_cycles(tasks: &[TaskSnap]) -> Vec<Finding> {
+    let cycles = crate::analysis::tree::find_cycles(tasks);
+    if cycles.is_empty() {
+        return Vec::new(); // the usual case: no index of every task needed
+    }
     let by_id: HashMap<&str, &TaskSnap> = tasks.iter().map(|t| (t.id.as_str(), t)).collect();
-    crate::analysis::tree::find_cycles(tasks)
+    cycles
         .into_iter()
         .map(|cyc| {
             let members: Vec<&TaskSnap> =

@@ -3,7 +3,7 @@
 
 use crate::model::frame::in_selector;
 use crate::model::{Evidence, Finding, Frame, Snapshot, TaskSnap};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Per event-loop thread: which task has been running since when, without returning to the selector.
 #[derive(Default)]
@@ -23,7 +23,7 @@ struct Worst {
 impl LoopWatch {
     /// Add one snapshot taken at `t` seconds (any fixed origin).
     pub fn observe(&mut self, snap: &Snapshot, t: f64) {
-        let mut tasks_of: HashMap<i32, Vec<&TaskSnap>> = HashMap::new();
+        let mut tasks_of: HashMap<i32, Vec<&TaskSnap>> = HashMap::default();
         for k in &snap.tasks {
             if let Some(tid) = k.thread {
                 tasks_of.entry(tid).or_default().push(k);

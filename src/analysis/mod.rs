@@ -9,7 +9,7 @@ pub mod roles;
 pub mod tree;
 
 use crate::model::{Finding, Snapshot};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Findings over a series of snapshots, fed one at a time (only the running state is kept):
 /// deadlock candidates present in every snapshot (momentary contention is no alarm), and loops

@@ -3,7 +3,7 @@
 //! queue keeps work waiting (`loop-lag`). Pure: it remembers only what earlier snapshots said.
 
 use crate::model::{AwaitPoint, Evidence, Finding, Snapshot, TaskSnap};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 #[derive(Debug, Clone)]
 struct TaskTrack {
@@ -11,6 +11,8 @@ struct TaskTrack {
     /// When the task was first seen at its current point.
     since: f64,
     event_loop: Option<String>,
+    /// The sample that last listed the task (tasks not in the latest one have finished).
+    seen_in: usize,
 }
 
 /// Most ready-queue marks kept per loop.
@@ -46,14 +48,17 @@ impl Progress {
         self.first.get_or_insert(t);
         self.last = t;
         self.samples += 1;
-        let mut seen: HashMap<&str, ()> = HashMap::with_capacity(s.tasks.len());
+        let sample = self.samples;
         for task in &s.tasks {
-            seen.insert(&task.id, ());
             let moved = match self.tasks.get_mut(task.id.as_str()) {
-                Some(tr) if tr.point == task.await_point => false,
+                Some(tr) if tr.point == task.await_point => {
+                    tr.seen_in = sample;
+                    false
+                }
                 Some(tr) => {
                     tr.point = task.await_point.clone();
                     tr.since = t;
+                    tr.seen_in = sample;
                     true
                 }
                 None => {
@@ -63,6 +68,7 @@ impl Progress {
                             point: task.await_point.clone(),
                             since: t,
                             event_loop: task.event_loop.as_ref().map(|l| l.to_string()),
+                            seen_in: sample,
                         },
                     );
                     !first_sample
@@ -75,14 +81,16 @@ impl Progress {
             }
         }
         // Tasks that finished count as their loop's activity.
-        let gone: Vec<String> = self.tasks.keys().filter(|id| !seen.contains_key(id.as_str())).cloned().collect();
-        for id in gone {
-            if let Some(tr) = self.tasks.remove(&id) {
-                if let Some(lp) = tr.event_loop {
-                    self.loops.entry(lp).or_default().last_activity = Some(t);
-                }
+        let loops = &mut self.loops;
+        self.tasks.retain(|_, tr| {
+            if tr.seen_in == sample {
+                return true;
             }
-        }
+            if let Some(lp) = tr.event_loop.take() {
+                loops.entry(lp).or_default().last_activity = Some(t);
+            }
+            false
+        });
         for lp in &s.loops {
             let tr = self.loops.entry(lp.address.clone()).or_default();
             tr.ready = lp.ready;
@@ -129,7 +137,7 @@ impl Progress {
     }
 
     fn stuck_ids(&self, stuck_after: f64, s: &Snapshot) -> HashMap<String, f64> {
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         for task in &s.tasks {
             let Some(tr) = self.tasks.get(task.id.as_str()) else { continue };
             let waited = self.last - tr.since;

@@ -19,11 +19,13 @@ pub enum Origin {
 
 /// A reader over a live process or a core (saved snapshots need none).
 pub fn open_reader(origin: &Origin) -> Result<Option<PyProcess>> {
+    let phase = crate::timing::Phase::start("attach");
     let target = match origin {
         Origin::Live { pid, .. } => source::attach(*pid)?,
         Origin::Core(c) => source::core::open(c)?,
         Origin::Saved(_) => return Ok(None),
     };
+    drop(phase);
     let _phase = crate::timing::Phase::start("open");
     Ok(Some(PyProcess::open(target)?))
 }
