@@ -115,7 +115,7 @@ pub fn await_cycles(tasks: &[TaskSnap]) -> Vec<Finding> {
                     .map(|t| Evidence {
                         actor: format!("task {} ({})", t.id, t.name),
                         note: format!("awaits {}", t.awaiting.join(", ")),
-                        frames: t.coroutine_stack.clone(),
+                        frames: t.coroutine_stack.to_vec(),
                     })
                     .collect(),
             }

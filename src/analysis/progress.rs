@@ -193,14 +193,14 @@ impl Progress {
             let mut evidence = vec![Evidence {
                 actor: format!("task {} ({})", t.name, t.id),
                 note: format!("at the same await point for {waited:.0} s, waiting on {on}"),
-                frames: t.coroutine_stack.clone(),
+                frames: t.coroutine_stack.to_vec(),
             }];
             if let Some(h) = holder {
                 tasks.push(h.id.to_string());
                 evidence.push(Evidence {
                     actor: format!("task {} ({})", h.name, h.id),
                     note: "holds the lock, stuck itself".into(),
-                    frames: h.coroutine_stack.clone(),
+                    frames: h.coroutine_stack.to_vec(),
                 });
             }
             out.push(Finding {

@@ -13,7 +13,7 @@ pub struct TreeNode {
     pub thread: Option<i32>,
     pub state: Text,
     pub waiting_on: Text,
-    pub coroutine_stack: Vec<crate::model::Frame>,
+    pub coroutine_stack: std::sync::Arc<[crate::model::Frame]>,
     pub children: Vec<TreeNode>,
     /// This task is already drawn higher up on this path (the edge closes a cycle).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -253,7 +253,7 @@ mod tests {
             state: "pending".into(),
             thread: Some(1),
             interpreter: 0,
-            coroutine_stack: vec![],
+            coroutine_stack: Default::default(),
             awaiting: awaiting.iter().map(|s| (*s).into()).collect(),
             awaited_by: awaited_by.iter().map(|s| (*s).into()).collect(),
             waiting_on: WaitingOn { kind: "task".into(), ..Default::default() },

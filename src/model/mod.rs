@@ -146,7 +146,8 @@ pub struct TaskSnap {
     pub thread: Option<i32>,
     pub interpreter: i64,
     /// The task's coroutine chain, innermost first.
-    pub coroutine_stack: Vec<Frame>,
+    /// Shared: repeated samples and tree nodes hand the same frames on without copying them.
+    pub coroutine_stack: std::sync::Arc<[Frame]>,
     /// Tasks this task awaits (directly, via gather, or as TaskGroup parent).
     pub awaiting: Vec<Text>,
     /// Tasks awaiting this one (same meaning as CPython 3.14's awaited_by).

@@ -211,7 +211,7 @@ mod tests {
             state: "pending".into(),
             thread: Some(-5),
             interpreter: 3,
-            coroutine_stack: vec![f.clone(), Frame { line: 0, ..f }],
+            coroutine_stack: vec![f.clone(), Frame { line: 0, ..f }].into(),
             awaiting: vec!["0x1".into(), "0x\t2".into()],
             awaited_by: vec!["0x3".into()],
             waiting_on: WaitingOn {
@@ -245,7 +245,7 @@ mod tests {
             waits_for_lock: None,
             error: None,
             waiting_s: Some(f64::NAN),
-            coroutine_stack: vec![],
+            coroutine_stack: Default::default(),
             awaiting: vec![],
             awaited_by: vec![],
             ..full_task()

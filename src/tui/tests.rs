@@ -20,7 +20,7 @@ fn task(id: &str, name: &str, awaiting: &[&str], awaited_by: &[&str], kind: &str
         state: "pending".into(),
         thread: Some(100),
         interpreter: 0,
-        coroutine_stack: vec![frame(&format!("{name}_coro"), "/srv/app.py", 10)],
+        coroutine_stack: vec![frame(&format!("{name}_coro"), "/srv/app.py", 10)].into(),
         awaiting: awaiting.iter().map(|s| (*s).into()).collect(),
         awaited_by: awaited_by.iter().map(|s| (*s).into()).collect(),
         waiting_on: WaitingOn { kind: kind.into(), ..Default::default() },
@@ -209,7 +209,7 @@ fn cycles_and_findings_are_marked_and_findings_stay_listed() {
 #[test]
 fn hostile_names_never_reach_the_terminal_raw() {
     let mut t = task("0x1", "evil\x1b[31mred\nline\u{202e}", &[], &[], "sleep");
-    t.coroutine_stack = vec![frame("f\x07n", "/tmp/\x1b]0;pwned\x07.py", 1)];
+    t.coroutine_stack = vec![frame("f\x07n", "/tmp/\x1b]0;pwned\x07.py", 1)].into();
     let mut th = thread(100, "thr\x1b[2J", false);
     th.frames = vec![frame("g\x1b", "/x\n.py", 2)];
     let mut app = App::new(100, false);

@@ -327,7 +327,7 @@ fn details(f: &mut Frame, app: &App, area: Rect) {
                 if !held.is_empty() {
                     lines.push(Line::raw(format!("locks involved: {}", escape(&held.join(", ")))));
                 }
-                for fr in &t.coroutine_stack {
+                for fr in t.coroutine_stack.iter() {
                     lines.push(Line::raw(format!("  {} ({}:{})", escape(&fr.function), escape(&fr.file), fr.line)));
                 }
             } else {
