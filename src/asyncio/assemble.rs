@@ -169,7 +169,7 @@ impl Asyncio<'_> {
                 state: t.state.as_str().into(),
                 thread: loop_thread.get(&t.loop_addr).copied().flatten(),
                 interpreter: interp.id,
-                coroutine_stack: t.chain.frames.into(),
+                coroutine_stack: t.chain.frames,
                 awaiting: awaiting.get(&t.addr).map(|v| v.iter().map(|a| hex_id(*a)).collect()).unwrap_or_default(),
                 awaited_by: awaited_by.get(&t.addr).map(|v| v.iter().map(|a| hex_id(*a)).collect()).unwrap_or_default(),
                 waiting_on: std::mem::take(&mut t.wait),

@@ -2,7 +2,7 @@
 //! saw; checked against the target again later to tell whether anything the walk used changed.
 
 use super::memory::{MemResult, Memory};
-use rustc_hash::FxHashMap;
+use rustc_hash::FxHashSet;
 
 pub const PAGE: u64 = 4096;
 /// The hash recorded for a page or range that could not be read (it must stay unreadable).
@@ -35,7 +35,10 @@ pub fn hash(bytes: &[u8]) -> u64 {
 /// Pages and ranges touched while recording.
 #[derive(Debug, Default)]
 pub struct Recording {
-    pages: FxHashMap<u64, u64>,
+    seen: FxHashSet<u64>,
+    /// In the order the walk first touched them: the registries and thread states come first,
+    /// and they are what changes first in a busy process, so a check of one ends early.
+    pages: Vec<(u64, u64)>,
     /// The last page touched (consecutive reads mostly stay on one page).
     last: Option<u64>,
     ranges: Vec<(u64, usize, u64)>,
@@ -50,7 +53,7 @@ impl Recording {
             return false;
         }
         self.last = Some(page);
-        !self.pages.contains_key(&page)
+        !self.seen.contains(&page)
     }
 
     /// The page's bytes as the walk saw them (`None`: it could not be read).
@@ -59,7 +62,9 @@ impl Recording {
             self.spoiled = true;
             return;
         }
-        self.pages.insert(page, bytes.map(hash).unwrap_or(UNREADABLE));
+        if self.seen.insert(page) {
+            self.pages.push((page, bytes.map(hash).unwrap_or(UNREADABLE)));
+        }
     }
 
     /// A range read directly (too large for the page cache), and what it held.
@@ -75,9 +80,7 @@ impl Recording {
         if self.spoiled {
             return None;
         }
-        let mut pages: Vec<(u64, u64)> = self.pages.into_iter().collect();
-        pages.sort_unstable();
-        Some(Footprint { pages, ranges: self.ranges })
+        Some(Footprint { pages: self.pages, ranges: self.ranges })
     }
 }
 
