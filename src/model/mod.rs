@@ -149,9 +149,9 @@ pub struct TaskSnap {
     /// Shared: repeated samples and tree nodes hand the same frames on without copying them.
     pub coroutine_stack: std::sync::Arc<[Frame]>,
     /// Tasks this task awaits (directly, via gather, or as TaskGroup parent).
-    pub awaiting: Vec<Text>,
+    pub awaiting: std::sync::Arc<[Text]>,
     /// Tasks awaiting this one (same meaning as CPython 3.14's awaited_by).
-    pub awaited_by: Vec<Text>,
+    pub awaited_by: std::sync::Arc<[Text]>,
     pub waiting_on: WaitingOn,
     /// Where the task is suspended: innermost coroutine's code object and instruction offset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -212,8 +212,8 @@ mod tests {
             thread: Some(-5),
             interpreter: 3,
             coroutine_stack: vec![f.clone(), Frame { line: 0, ..f }].into(),
-            awaiting: vec!["0x1".into(), "0x\t2".into()],
-            awaited_by: vec!["0x3".into()],
+            awaiting: vec!["0x1".into(), "0x\t2".into()].into(),
+            awaited_by: vec!["0x3".into()].into(),
             waiting_on: WaitingOn {
                 kind: "event".into(),
                 future: Some("0x10".into()),
@@ -246,8 +246,8 @@ mod tests {
             error: None,
             waiting_s: Some(f64::NAN),
             coroutine_stack: Default::default(),
-            awaiting: vec![],
-            awaited_by: vec![],
+            awaiting: Default::default(),
+            awaited_by: Default::default(),
             ..full_task()
         };
         s.tasks = vec![full_task(), sparse.clone(), TaskSnap { await_point: None, waiting_s: None, ..sparse }];

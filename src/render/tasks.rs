@@ -30,7 +30,7 @@ fn ps_pairs(s: &Snapshot) -> impl Iterator<Item = (usize, Awaiter<'_>)> + '_ {
         if t.awaited_by.is_empty() {
             rows.push((i, Awaiter::Nobody));
         }
-        for p in &t.awaited_by {
+        for p in t.awaited_by.iter() {
             rows.push((i, index.get(p.as_str()).map_or(Awaiter::Unknown(p.as_str()), |&j| Awaiter::Task(j))));
         }
         rows

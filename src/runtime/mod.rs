@@ -66,6 +66,9 @@ pub struct PyProcess {
     linetables: Mutex<HashMap<u64, Arc<[u8]>>>,
     /// Type address -> what kind of lock its instances are (if any).
     lock_kinds: Mutex<HashMap<u64, Option<locks::LockKind>>>,
+    /// Where a name was found in a dict or values array: (store, name) -> (entry index, key
+    /// object). Checked against the entry on every use, so a changed dict just falls back to a scan.
+    found_names: Mutex<HashMap<(u64, Box<str>), (usize, u64)>>,
     /// Kernel view of the target's threads (live /proc or a core's notes).
     pub os: Arc<dyn crate::source::os::OsView>,
     /// What `snapshot::reuse` keeps between captures by this reader (repeated samples); its
@@ -159,6 +162,7 @@ impl PyProcess {
             type_name_cache: Mutex::new(HashMap::default()),
             linetables: Mutex::new(HashMap::default()),
             lock_kinds: Mutex::new(HashMap::default()),
+            found_names: Mutex::new(HashMap::default()),
             os: target.os.clone(),
             kept: Mutex::new(None),
         })
@@ -212,6 +216,7 @@ impl PyProcess {
             type_name_cache: Mutex::new(HashMap::default()),
             linetables: Mutex::new(HashMap::default()),
             lock_kinds: Mutex::new(HashMap::default()),
+            found_names: Mutex::new(HashMap::default()),
             os,
             kept: Mutex::new(None),
         }

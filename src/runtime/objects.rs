@@ -5,6 +5,9 @@ use super::offsets::DictKeysOffsets;
 use super::PyProcess;
 use crate::source::{Buf, MemError, MemResult};
 
+/// Remembered name positions (see `store_get`), forgotten all at once past this.
+const MAX_FOUND_NAMES: usize = 4096;
+
 /// Longest string we decode (names, file names); longer ones are cut and marked with "…".
 pub const MAX_STR_CHARS: u64 = 4096;
 /// Most dict entries we look at (thread tables, module dicts can be large but not this large).
@@ -251,12 +254,21 @@ impl PyProcess {
 
     /// Look up a str key in a dict or attribute store by comparing decoded keys.
     pub fn store_get(&self, store: AttrStore, name: &str) -> MemResult<Option<u64>> {
-        let items = match store {
-            AttrStore::Dict(d) => self.dict_items(d)?,
-            AttrStore::Values { keys, values } => self.keys_items(keys, Some(values))?,
+        let (items, id) = match store {
+            AttrStore::Dict(d) => (self.dict_items(d)?, d),
+            AttrStore::Values { keys, values } => (self.keys_items(keys, Some(values))?, values),
         };
+        // Repeated lookups (sys.modules, module globals, every sample of `top`) go straight to the
+        // entry where the name was last found, if the same key object is still there: a dict
+        // holds its keys alive, and strings do not change, so that key still spells `name`.
+        let cache_key = (id, Box::<str>::from(name));
+        if let Some(&(i, key)) = crate::sync::lock(&self.found_names).get(&cache_key) {
+            if let Some(&(_, v)) = items.get(i).filter(|(k, _)| *k == key) {
+                return Ok(Some(v));
+            }
+        }
         let want = name.chars().count() as u64;
-        for (k, v) in items {
+        for (i, (k, v)) in items.into_iter().enumerate() {
             // Cheap length check first: most keys differ in length.
             let len = match self.mem().read_u64(k + self.off.str_length) {
                 Ok(l) => l,
@@ -267,6 +279,11 @@ impl PyProcess {
             }
             if let Ok(s) = self.read_str_max(k, want + 1) {
                 if s == name {
+                    let mut found = crate::sync::lock(&self.found_names);
+                    if found.len() >= MAX_FOUND_NAMES {
+                        found.clear(); // bounded: instance attributes of many objects pass here too
+                    }
+                    found.insert(cache_key, (i, k));
                     return Ok(Some(v));
                 }
             }
