@@ -27,6 +27,8 @@ pub enum Output {
     Json(serde_json::Value),
     /// `ps --json`, written as it is serialized.
     Ps(Box<Snapshot>),
+    /// `pstree` text, written as it is rendered.
+    Tree(Box<(Snapshot, crate::analysis::tree::TaskTree)>),
     /// Output plus a non-zero exit code that is not an error (e.g. deadlocks found: 3).
     WithCode(Box<Output>, i32),
 }
@@ -72,6 +74,7 @@ impl Output {
             }
             Output::Json(v) => write_json(w, v, pretty)?,
             Output::Ps(s) => write_json(w, &crate::render::tasks::PsJson(s), pretty)?,
+            Output::Tree(b) => crate::render::tasks::write_pstree(w, &b.0, &b.1)?,
             Output::WithCode(o, _) => o.write_to(w)?,
         }
         w.flush()
@@ -85,6 +88,7 @@ impl Output {
             Output::Snapshots(v) => serde_json::to_value(v).unwrap_or_default(),
             Output::Json(v) => v.clone(),
             Output::Ps(s) => serde_json::to_value(crate::render::tasks::PsJson(s)).unwrap_or_default(),
+            Output::Tree(b) => serde_json::Value::String(crate::render::tasks::pstree_text(&b.0, &b.1)),
             Output::WithCode(o, _) => o.to_json_value(),
         }
     }
@@ -93,6 +97,7 @@ impl Output {
     pub fn text(&self) -> String {
         match self {
             Output::Text(t) => t.clone(),
+            Output::Tree(b) => crate::render::tasks::pstree_text(&b.0, &b.1),
             Output::WithCode(o, _) => o.text(),
             other => other.to_json_value().to_string(),
         }

@@ -35,21 +35,18 @@ pub fn pstree(origin: &Origin, as_json: bool) -> Result<Output> {
     pstree_of(origin::snapshot(origin, CaptureOptions::default())?, as_json, true)
 }
 
-/// `pstree` of one snapshot; `last` when nothing else is printed after it (its memory is not
-/// freed: the process exits right after).
+/// `pstree` of one snapshot; `last` when nothing else is printed after it: then the text is
+/// rendered while it is written out, instead of first as one string.
 pub fn pstree_of(snap: Snapshot, as_json: bool, last: bool) -> Result<Output> {
     let phase = crate::timing::Phase::start("tree");
     let t = tree::build(&snap.tasks);
     drop(phase);
     if !as_json {
-        let _phase = crate::timing::Phase::start("render");
-        let text = tasks::pstree_text(&snap, &t);
         if last {
-            // Freeing 100,000-node structures is wasted time when the process exits next.
-            std::mem::forget(t);
-            std::mem::forget(snap);
+            return Ok(Output::Tree(Box::new((snap, t))));
         }
-        return Ok(Output::Text(text));
+        let _phase = crate::timing::Phase::start("render");
+        return Ok(Output::Text(tasks::pstree_text(&snap, &t)));
     }
     Ok(Output::Json(json!({
         "schema": "taskspy-pstree/1", "pid": snap.pid, "captured_at": snap.captured_at,

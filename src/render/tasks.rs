@@ -180,11 +180,22 @@ pub fn fmt_wait(s: f64) -> String {
 }
 
 /// `pstree`: each task with its coroutine stack (outermost first) and the tasks it awaits below.
+/// Rendered text is handed on in chunks of about this size: the tree of 100,000 tasks is ~50 MB
+/// of text, which need not exist in memory all at once.
+const CHUNK: usize = 1 << 18;
+
 pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
-    let mut o = String::new();
+    let mut out = Vec::new();
+    let _ = write_pstree(&mut out, s, tree); // writing to a Vec cannot fail
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The `pstree` text of `s`, written to `w` as it is rendered.
+pub fn write_pstree(w: &mut dyn std::io::Write, s: &Snapshot, tree: &TaskTree) -> std::io::Result<()> {
+    let mut o = String::with_capacity(CHUNK + (CHUNK >> 2));
     let mut frames = FrameLines::default();
     for root in &tree.roots {
-        render_node(&mut o, root, &mut frames);
+        render_node(&mut o, root, &mut frames, w)?;
     }
     if s.tasks.is_empty() {
         let _ = writeln!(o, "(no pending asyncio tasks)");
@@ -200,7 +211,7 @@ pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
             let _ = writeln!(o, "cycle: {}", path.join(" → "));
         }
     }
-    o
+    w.write_all(o.as_bytes())
 }
 
 /// "function file:line\n" of each distinct frame, escaped once: 10,000 tasks suspended at the
@@ -216,7 +227,12 @@ impl FrameLines {
     }
 }
 
-fn render_node(o: &mut String, root: &TreeNode, frames: &mut FrameLines) {
+fn render_node(
+    o: &mut String,
+    root: &TreeNode,
+    frames: &mut FrameLines,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     // (node, prefix, is_last, is_root); iterative so deep trees cannot overflow the stack.
     let mut work: Vec<(&TreeNode, String, bool, bool)> = vec![(root, String::new(), true, true)];
     while let Some((n, prefix, last, is_root)) = work.pop() {
@@ -255,7 +271,12 @@ fn render_node(o: &mut String, root: &TreeNode, frames: &mut FrameLines) {
         for (i, c) in n.children.iter().enumerate().rev() {
             work.push((c, pref.clone(), i + 1 == k, false));
         }
+        if o.len() >= CHUNK {
+            w.write_all(o.as_bytes())?;
+            o.clear();
+        }
     }
+    Ok(())
 }
 
 /// Cut every line to `width` columns (counted in chars), marking cut lines with "…". Used when
