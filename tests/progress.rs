@@ -25,10 +25,25 @@ const COVERAGE: &str = "progress";
 
 /// `watch PID --json ...`: (exit code, findings with their elapsed time).
 fn watch(pid: i32, args: &[&str]) -> Result<(Option<i32>, Vec<(f64, Value)>), String> {
+    watch_with(pid, args, &[]).map(|(code, found, _)| (code, found))
+}
+
+/// `watch` with `--interval 0.5` unless `args` names one, and extra environment: (exit code,
+/// findings with their elapsed time, stderr).
+fn watch_with(
+    pid: i32,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(Option<i32>, Vec<(f64, Value)>, String), String> {
     let pid_s = pid.to_string();
-    let mut all = vec!["watch", pid_s.as_str(), "--json", "--interval", "0.5"];
+    let mut all = vec!["watch", pid_s.as_str(), "--json"];
+    if !args.contains(&"--interval") {
+        all.extend_from_slice(&["--interval", "0.5"]);
+    }
     all.extend_from_slice(args);
-    let out = taskspy_run(&all);
+    let mut c = taskspy_cmd(&all);
+    c.envs(env.iter().copied());
+    let out = run(c, COMMAND_TIMEOUT);
     let mut found = Vec::new();
     for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).map_err(|e| format!("watch line {line:?}: {e}"))?;
@@ -40,7 +55,7 @@ fn watch(pid: i32, args: &[&str]) -> Result<(Option<i32>, Vec<(f64, Value)>), St
     if !matches!(out.code, Some(0) | Some(3)) {
         return Err(format!("watch failed:\n{}", out.describe_brief()));
     }
-    Ok((out.code, found))
+    Ok((out.code, found, out.stderr))
 }
 
 fn names_of(snap: &Value, f: &Value) -> Vec<String> {
@@ -134,22 +149,16 @@ fn repeated_samples_reuse_only_unchanged() {
         |interp| {
             let fx = Fixture::start(interp, "progress.py", &["steps"], &[])?;
             let snap = dump_json(fx.pid)?;
-            let pid = fx.pid.to_string();
-            let mut c =
-                taskspy_cmd(&["watch", &pid, "--json", "--interval", "0.2", "--for", "4", "--stuck-after", "1.5"]);
-            c.env("TASKSPY_TIMING", "1");
-            let out = run(c, COMMAND_TIMEOUT);
+            let (_, found, stderr) = watch_with(
+                fx.pid,
+                &["--interval", "0.2", "--for", "4", "--stuck-after", "1.5"],
+                &[("TASKSPY_TIMING", "1")],
+            )?;
             let mut p = Problems::default();
-            p.check(matches!(out.code, Some(0) | Some(3)), || format!("watch failed:\n{}", out.describe_brief()));
-            let mut stuck_names = Vec::new();
-            for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
-                let v: Value = serde_json::from_str(line).map_err(|e| format!("watch line {line:?}: {e}"))?;
-                if v["finding"]["kind"] == "stuck-task" {
-                    stuck_names.extend(names_of(&snap, &v["finding"]));
-                }
-            }
-            let unchanged = out.stderr.matches("pages checked: unchanged").count();
-            let changed = out.stderr.matches("pages checked: changed").count();
+            let stuck_names: Vec<String> =
+                found.iter().filter(|(_, f)| f["kind"] == "stuck-task").flat_map(|(_, f)| names_of(&snap, f)).collect();
+            let unchanged = stderr.matches("pages checked: unchanged").count();
+            let changed = stderr.matches("pages checked: changed").count();
             p.check(unchanged >= 2, || {
                 format!("no sample reused unchanged records ({unchanged} unchanged, {changed} changed)")
             });

@@ -179,11 +179,11 @@ pub fn fmt_wait(s: f64) -> String {
     }
 }
 
-/// `pstree`: each task with its coroutine stack (outermost first) and the tasks it awaits below.
 /// Rendered text is handed on in chunks of about this size: the tree of 100,000 tasks is ~50 MB
 /// of text, which need not exist in memory all at once.
 const CHUNK: usize = 1 << 18;
 
+/// `pstree`: each task with its coroutine stack (outermost first) and the tasks it awaits below.
 pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
     let mut out = Vec::new();
     let _ = write_pstree(&mut out, s, tree); // writing to a Vec cannot fail

@@ -66,9 +66,10 @@ pub struct PyProcess {
     linetables: Mutex<HashMap<u64, Arc<[u8]>>>,
     /// Type address -> what kind of lock its instances are (if any).
     lock_kinds: Mutex<HashMap<u64, Option<locks::LockKind>>>,
-    /// Where a name was found in a dict or values array: (store, name) -> (entry index, key
-    /// object). Checked against the entry on every use, so a changed dict just falls back to a scan.
-    found_names: Mutex<HashMap<(u64, Box<str>), (usize, u64)>>,
+    /// Where a name was found in a dict or values array: (store, hash of the name) -> (the name,
+    /// entry index, key object). Checked against the name and the entry on every use, so a
+    /// changed dict just falls back to a scan.
+    found_names: Mutex<HashMap<(u64, u64), (Box<str>, usize, u64)>>,
     /// Kernel view of the target's threads (live /proc or a core's notes).
     pub os: Arc<dyn crate::source::os::OsView>,
     /// What `snapshot::reuse` keeps between captures by this reader (repeated samples); its

@@ -261,9 +261,9 @@ impl PyProcess {
         // Repeated lookups (sys.modules, module globals, every sample of `top`) go straight to the
         // entry where the name was last found, if the same key object is still there: a dict
         // holds its keys alive, and strings do not change, so that key still spells `name`.
-        let cache_key = (id, Box::<str>::from(name));
-        if let Some(&(i, key)) = crate::sync::lock(&self.found_names).get(&cache_key) {
-            if let Some(&(_, v)) = items.get(i).filter(|(k, _)| *k == key) {
+        let cache_key = (id, std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, name));
+        if let Some((n, i, key)) = crate::sync::lock(&self.found_names).get(&cache_key) {
+            if let Some(&(_, v)) = items.get(*i).filter(|(k, _)| k == key && **n == *name) {
                 return Ok(Some(v));
             }
         }
@@ -283,7 +283,7 @@ impl PyProcess {
                     if found.len() >= MAX_FOUND_NAMES {
                         found.clear(); // bounded: instance attributes of many objects pass here too
                     }
-                    found.insert(cache_key, (i, k));
+                    found.insert(cache_key, (name.into(), i, k));
                     return Ok(Some(v));
                 }
             }

@@ -107,10 +107,7 @@ pub fn collect(
 /// Whether every page the kept record was built from still holds the same bytes.
 fn check(py: &PyProcess, footprint: &Footprint) -> MemResult<bool> {
     let _phase = crate::timing::Phase::start("tasks: unchanged check");
-    if crate::source::pause::interrupted() {
-        return Err(crate::source::MemError::Interrupted);
-    }
-    let same = footprint.unchanged(py.mem.inner())?;
+    let same = py.mem.still_holds(footprint)?;
     if crate::timing::enabled() {
         eprintln!("timing: {} pages checked: {}", footprint.pages(), if same { "unchanged" } else { "changed" });
     }

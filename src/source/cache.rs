@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-const PAGE: u64 = 4096;
+/// The cache's unit, and so the unit of a recorded footprint.
+pub const PAGE: u64 = 4096;
 const SPAN_PAGES: u64 = 4;
 /// Reads larger than this go straight to the target.
 const DIRECT_READ: usize = 64 * 1024;
@@ -156,6 +157,13 @@ impl CachedMemory {
         crate::sync::lock(&self.pages).recording.take().and_then(Recording::finish)
     }
 
+    /// Whether the target still holds what `footprint` recorded, read past the cache (which
+    /// holds this snapshot's pages, not fresh ones); stops like every read (Ctrl-C, deadline).
+    pub fn still_holds(&self, footprint: &Footprint) -> MemResult<bool> {
+        self.stopped()?;
+        footprint.unchanged(self.inner.as_ref())
+    }
+
     pub fn inner(&self) -> &dyn Memory {
         self.inner.as_ref()
     }
@@ -228,7 +236,7 @@ impl Memory for CachedMemory {
             };
             let pages = &mut *p;
             if let Some(rec) = pages.recording.as_mut() {
-                if rec.wants(page) {
+                if rec.moved_to(page) {
                     rec.page(page, (slot != HOLE).then(|| &pages.slots[slot as usize][..]));
                 }
             }

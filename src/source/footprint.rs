@@ -1,10 +1,10 @@
 //! What a walk read: every page (and every large range) it touched, with a hash of the bytes it
 //! saw; checked against the target again later to tell whether anything the walk used changed.
 
+use super::cache::PAGE;
 use super::memory::{MemResult, Memory};
 use rustc_hash::FxHashSet;
 
-pub const PAGE: u64 = 4096;
 /// The hash recorded for a page or range that could not be read (it must stay unreadable).
 const UNREADABLE: u64 = 0x5eed_dead_5eed_dead;
 /// Pages compared per system call when checking.
@@ -47,24 +47,25 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Whether `page` still needs recording (not the page just recorded, nor one seen before).
-    pub fn wants(&mut self, page: u64) -> bool {
-        if self.last == Some(page) {
-            return false;
-        }
+    /// Whether a read moved off the page read last (consecutive reads mostly stay on one page,
+    /// and those need no lookup at all).
+    pub fn moved_to(&mut self, page: u64) -> bool {
+        let moved = self.last != Some(page);
         self.last = Some(page);
-        !self.seen.contains(&page)
+        moved
     }
 
-    /// The page's bytes as the walk saw them (`None`: it could not be read).
+    /// The page's bytes as the walk saw them (`None`: it could not be read); hashed the first
+    /// time the page is touched only.
     pub fn page(&mut self, page: u64, bytes: Option<&[u8]>) {
+        if !self.seen.insert(page) {
+            return;
+        }
         if self.pages.len() >= MAX_PAGES {
             self.spoiled = true;
             return;
         }
-        if self.seen.insert(page) {
-            self.pages.push((page, bytes.map(hash).unwrap_or(UNREADABLE)));
-        }
+        self.pages.push((page, bytes.map(hash).unwrap_or(UNREADABLE)));
     }
 
     /// A range read directly (too large for the page cache), and what it held.
@@ -153,10 +154,11 @@ mod tests {
         m.map(0x10000, data.clone());
         let mut r = Recording::default();
         for p in 0..3u64 {
-            assert!(r.wants(0x10000 + p * PAGE));
+            assert!(r.moved_to(0x10000 + p * PAGE));
             r.page(0x10000 + p * PAGE, Some(&data[(p * PAGE) as usize..((p + 1) * PAGE) as usize]));
         }
-        assert!(!r.wants(0x10000 + 2 * PAGE), "the page just recorded");
+        assert!(!r.moved_to(0x10000 + 2 * PAGE), "the page just recorded");
+        r.page(0x10000, Some(&[1u8; 16])); // seen before: the first bytes stay recorded
         r.page(0x20000, None);
         r.range(0x10000, 9000, Some(&data[..9000]));
         let fp = r.finish().unwrap();
