@@ -47,11 +47,12 @@ impl GenFrame {
 impl Asyncio<'_> {
     pub fn await_chain(&self, coro: u64) -> MemResult<AwaitChain> {
         let mut chain = AwaitChain::default();
-        let mut frames = Vec::new();
+        let mut frames = Vec::with_capacity(8);
         let mut obj = coro;
+        // 3.11+: one copy of each object serves its type, its state and its embedded frame (one
+        // buffer for the whole chain: zeroing it per link cost as much as copying into it).
+        let mut buf = [0u8; 512];
         for _ in 0..MAX_CHAIN {
-            // 3.11+: one copy of the object serves its type, its state and its embedded frame.
-            let mut buf = [0u8; 512];
             let mut len = 0usize;
             let kind = if self.off.gen_iframe.is_some() {
                 len = self.read_object(obj, &mut buf)?;

@@ -61,6 +61,10 @@ impl<'a> Asyncio<'a> {
         if ty == 0 {
             return ObjKind::Other;
         }
+        // Most objects classified are coroutines: no lock for them.
+        if Some(ty) == self.py.types.coro {
+            return ObjKind::Coroutine;
+        }
         if let Some(k) = crate::sync::lock(&self.kinds).get(&ty) {
             return *k;
         }

@@ -360,20 +360,24 @@ pub fn hex_id(addr: u64) -> Text {
 
 /// Write "0x…" for `addr` at the end of `buf` and return that part.
 fn hex_digits(addr: u64, buf: &mut [u8; 18]) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut i = buf.len();
-    let mut v = addr;
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
+    // Eight nibbles spread into eight bytes, most significant first, then made ASCII digits all
+    // at once (a digit of 10 or more gets the distance from '9' + 1 to 'a' added): a few
+    // instructions per half instead of a loop per digit (there are ~80,000 ids per 10,000 tasks).
+    fn eight(x: u32) -> [u8; 8] {
+        let x = x as u64;
+        let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+        let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+        let x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+        let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        (x + 0x3030_3030_3030_3030 + letters * (b'a' - b'9' - 1) as u64).to_be_bytes()
     }
-    buf[i - 2] = b'0';
-    buf[i - 1] = b'x';
-    &buf[i - 2..]
+    buf[2..10].copy_from_slice(&eight((addr >> 32) as u32));
+    buf[10..].copy_from_slice(&eight(addr as u32));
+    let digits = (64 - addr.leading_zeros() as usize).div_ceil(4).max(1);
+    let start = 16 - digits;
+    buf[start] = b'0';
+    buf[start + 1] = b'x';
+    &buf[start..]
 }
 
 /// "0x…" without going through the formatting machinery (called for every task and edge).
@@ -395,7 +399,15 @@ mod tests {
 
     #[test]
     fn hex_round_trip() {
-        for v in [0u64, 1, 0xdead_beef, u64::MAX] {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut values = vec![0u64, 1, 9, 10, 15, 16, 0xa, 0xdead_beef, u64::MAX, 0x7f00_0000_0000];
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for v in values {
             assert_eq!(hex(v), format!("0x{v:x}"));
             assert_eq!(hex_id(v), format!("0x{v:x}"));
             assert_eq!(parse_hex(&hex(v)), Some(v));

@@ -69,8 +69,32 @@ fn serde_field<W: Write, T: serde::Serialize + ?Sized>(w: &mut W, key: &[u8], v:
 }
 
 /// A JSON string as serde_json writes it: copied as is when nothing in it needs escaping.
+/// Whether JSON needs any byte of `s` escaped (a control byte, `"` or `\\`), tested eight bytes
+/// at a time with the classic "has a byte less than n / equal to zero" word tricks: strings are
+/// most of a snapshot's JSON, and a test per byte was a tenth of `dump --json`'s instructions.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let less_than = |w: u64, n: u8| w.wrapping_sub(ONES * n as u64) & !w & HIGH != 0;
+    let word = |w: u64| {
+        less_than(w, 0x20) || less_than(w ^ (ONES * b'"' as u64), 1) || less_than(w ^ (ONES * b'\\' as u64), 1)
+    };
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        if word(u64::from_le_bytes(w)) {
+            return true;
+        }
+    }
+    let rest = chunks.remainder();
+    let mut w = [b'a'; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    word(u64::from_le_bytes(w))
+}
+
 fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if needs_escape(s.as_bytes()) {
         // Writing to a Vec cannot fail, and serde_json escapes exactly as the rest of the document.
         let _ = serde_json::to_writer(&mut *out, s);
     } else {
@@ -196,6 +220,22 @@ mod tests {
     use super::*;
     use crate::model::Frame;
     use std::sync::Arc;
+
+    #[test]
+    fn escape_check_finds_every_position_and_length() {
+        for len in [0usize, 1, 31, 32, 33, 64, 95] {
+            let clean = "a".repeat(len);
+            assert!(!needs_escape(clean.as_bytes()), "{len}");
+            for at in 0..len {
+                for bad in [b'"', b'\\', b'\n', 0u8, 0x1f] {
+                    let mut b = clean.clone().into_bytes();
+                    b[at] = bad;
+                    assert!(needs_escape(&b), "{len} {at} {bad}");
+                }
+            }
+        }
+        assert!(!needs_escape("ü 0x7f\u{7f}".as_bytes()));
+    }
 
     fn hand(s: &Snapshot) -> String {
         let mut out = Vec::new();
