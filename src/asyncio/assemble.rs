@@ -31,6 +31,15 @@ pub struct AsyncioRecord {
 /// Pending tasks read from the registries, and the entries that could not be read.
 type TaskReads = (Vec<RawTask>, Vec<(u64, MemError)>);
 
+/// Hex ids of `addrs` as a record's shared list (the empty list as the default one).
+fn ids(addrs: &[u64]) -> std::sync::Arc<[crate::model::Text]> {
+    if addrs.is_empty() {
+        Default::default()
+    } else {
+        addrs.iter().map(|a| hex_id(*a)).collect()
+    }
+}
+
 impl Asyncio<'_> {
     /// The running loop of each thread (loop address -> native tid).
     pub fn loops_by_thread(&self, records: &[(ThreadRecord, Option<i32>)]) -> HashMap<u64, Option<i32>> {
@@ -125,14 +134,18 @@ impl Asyncio<'_> {
         if !explicit {
             self.infer_edges(&raw, &index, &mut edges);
         }
-        let mut awaiting: HashMap<u64, Vec<u64>> = HashMap::default();
-        let mut awaited_by: HashMap<u64, Vec<u64>> = HashMap::default();
-        // Deterministic order for output: sort the edges.
+        // Per task (by position in `raw`: both ends of every edge are read tasks), in a
+        // deterministic order for output: the edges sorted. Positions instead of a map keyed by
+        // address: the records below walk the tasks in order, a map lookup per task missed cache.
+        let mut awaiting: Vec<Vec<u64>> = vec![Vec::new(); raw.len()];
+        let mut awaited_by: Vec<Vec<u64>> = vec![Vec::new(); raw.len()];
         let mut edges: Vec<(u64, u64)> = edges.into_iter().collect();
         edges.sort_unstable();
         for (p, c) in &edges {
-            awaiting.entry(*p).or_default().push(*c);
-            awaited_by.entry(*c).or_default().push(*p);
+            if let (Some(&pi), Some(&ci)) = (index.get(p), index.get(c)) {
+                awaiting[pi].push(*c);
+                awaited_by[ci].push(*p);
+            }
         }
 
         // Every loop with a task or a thread, and the thread that runs (or last ran) it.
@@ -160,7 +173,7 @@ impl Asyncio<'_> {
         rec.tasks.reserve(raw.len() + broken.len());
         rec.unreadable += raw.iter().filter(|t| t.error.is_some()).count() as u64;
         // Consumed: names, frames and errors move into the records instead of being copied.
-        for mut t in raw {
+        for (i, mut t) in raw.into_iter().enumerate() {
             let facts = if rec.lock_facts { self.task_lock_facts(&t, &mut rec.locks) } else { LockFacts::default() };
             let awaited = t.fut_waiter.or(t.chain.awaited);
             rec.tasks.push(TaskSnap {
@@ -170,8 +183,8 @@ impl Asyncio<'_> {
                 thread: loop_thread.get(&t.loop_addr).copied().flatten(),
                 interpreter: interp.id,
                 coroutine_stack: t.chain.frames,
-                awaiting: awaiting.get(&t.addr).map(|v| v.iter().map(|a| hex_id(*a)).collect()).unwrap_or_default(),
-                awaited_by: awaited_by.get(&t.addr).map(|v| v.iter().map(|a| hex_id(*a)).collect()).unwrap_or_default(),
+                awaiting: ids(&awaiting[i]),
+                awaited_by: ids(&awaited_by[i]),
                 waiting_on: std::mem::take(&mut t.wait),
                 await_point: t.chain.point.map(|(code, offset)| AwaitPoint {
                     code: hex_id(code),
@@ -236,7 +249,8 @@ impl Asyncio<'_> {
             // Registries may legally hold other objects (a WeakSet anyone can add to): only
             // tasks are read; an entry whose type cannot even be read is reported, not dropped.
             let read = py.ob_type(a).and_then(|ty| match self.kind_of_type(ty) {
-                ObjKind::Task | ObjKind::PyTask => self.read_task(a).map(Some),
+                ObjKind::Task => self.read_c_task(a).map(Some),
+                ObjKind::PyTask => self.read_py_task(a).map(Some),
                 _ => Ok(None),
             });
             match read {

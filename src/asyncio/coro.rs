@@ -210,7 +210,8 @@ impl Asyncio<'_> {
         }
         let iframe = gen + iframe_off;
         let fb = &b[iframe_off as usize..];
-        let decoded = py.interp_frame_from_bytes(&fb[..(frame_size as usize).min(fb.len())])?;
+        let decoded =
+            py.interp_frame_memo(&fb[..(frame_size as usize).min(fb.len())], &mut self.frames.borrow_mut())?;
         let executing = state == 0 && py.version.minor <= 14 || (py.version.minor >= 15 && state == 4);
         let tagged = py.version.at_least(3, 14) || py.free_threaded;
         let first = {

@@ -11,16 +11,19 @@ pub mod waits;
 use crate::runtime::PyProcess;
 use offsets::{AsyncioDebug, AsyncioOffsets};
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::Mutex;
+use std::cell::RefCell;
 
 /// asyncio reader bound to one `PyProcess`.
 pub struct Asyncio<'a> {
     pub py: &'a PyProcess,
     pub off: AsyncioOffsets,
-    /// type address -> kind, cached (types outlive snapshots)
-    kinds: Mutex<HashMap<u64, ObjKind>>,
+    /// type address -> kind, cached (types outlive snapshots). A walker belongs to one capture
+    /// on one thread: plain cells, no lock per lookup (tens of thousands per snapshot).
+    kinds: RefCell<HashMap<u64, ObjKind>>,
     /// callbacks list address -> its callback objects (read once per snapshot)
-    callbacks: Mutex<HashMap<u64, std::sync::Arc<Vec<u64>>>>,
+    callbacks: RefCell<HashMap<u64, std::sync::Arc<Vec<u64>>>>,
+    /// Coroutine frames decoded so far in this walk (see `PyProcess::interp_frame_memo`).
+    frames: RefCell<crate::runtime::frames::FrameMemo>,
 }
 
 /// What an object is, as far as await chains and waits are concerned.
@@ -47,7 +50,13 @@ impl<'a> Asyncio<'a> {
             py.asyncio_debug_addr.and_then(|a| py.mem().read_vec(a, 104).ok()).and_then(|b| AsyncioDebug::parse(&b));
         let off =
             AsyncioOffsets::resolve(py.version, py.free_threaded, py.layout.as_ref(), debug, py.debug_offsets.as_ref());
-        Asyncio { py, off, kinds: Mutex::new(HashMap::default()), callbacks: Mutex::new(HashMap::default()) }
+        Asyncio {
+            py,
+            off,
+            kinds: RefCell::new(HashMap::default()),
+            callbacks: RefCell::new(HashMap::default()),
+            frames: RefCell::new(Default::default()),
+        }
     }
 
     /// Classify an object by its type (and its MRO for subclasses).
@@ -65,7 +74,7 @@ impl<'a> Asyncio<'a> {
         if Some(ty) == self.py.types.coro {
             return ObjKind::Coroutine;
         }
-        if let Some(k) = crate::sync::lock(&self.kinds).get(&ty) {
+        if let Some(k) = self.kinds.borrow().get(&ty) {
             return *k;
         }
         let t = &self.py.types;
@@ -76,7 +85,7 @@ impl<'a> Asyncio<'a> {
         } else {
             self.kind_by_names(ty)
         };
-        crate::sync::lock(&self.kinds).insert(ty, k);
+        self.kinds.borrow_mut().insert(ty, k);
         k
     }
 

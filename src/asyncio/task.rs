@@ -59,7 +59,7 @@ impl Asyncio<'_> {
         }
     }
 
-    fn read_c_task(&self, addr: u64) -> MemResult<RawTask> {
+    pub(super) fn read_c_task(&self, addr: u64) -> MemResult<RawTask> {
         let py = self.py;
         let o = &self.off;
         // The task's fields in one read, into a stack buffer when they fit (they do on every
@@ -122,7 +122,7 @@ impl Asyncio<'_> {
     }
 
     /// Pure-Python `_PyTask`: everything is an instance attribute.
-    fn read_py_task(&self, addr: u64) -> MemResult<RawTask> {
+    pub(super) fn read_py_task(&self, addr: u64) -> MemResult<RawTask> {
         let py = self.py;
         let attr = |n: &str| py.getattr(addr, n).ok().flatten().unwrap_or(0);
         // `_state` is a class attribute ("PENDING") until the future completes.
@@ -210,7 +210,7 @@ impl Asyncio<'_> {
         }
         let list = py.mem().read_u64(fut + o.fut_callbacks)?;
         if list != 0 && Some(list) != py.types.none {
-            if let Some(cached) = crate::sync::lock(&self.callbacks).get(&list) {
+            if let Some(cached) = self.callbacks.borrow().get(&list) {
                 out.extend(cached.iter().copied());
                 return Ok(out);
             }
@@ -223,7 +223,7 @@ impl Asyncio<'_> {
                 }
             }
             out.extend(cbs.iter().copied());
-            crate::sync::lock(&self.callbacks).insert(list, std::sync::Arc::new(cbs));
+            self.callbacks.borrow_mut().insert(list, std::sync::Arc::new(cbs));
         }
         Ok(out)
     }

@@ -20,6 +20,11 @@ pub struct InterpFrame {
     pub offset: i64,
 }
 
+/// Decoded frames by (code field, instruction pointer, owner | bytecode copy << 8).
+pub type FrameMemo = rustc_hash::FxHashMap<(u64, u64, u64), (Option<Frame>, u64, i64)>;
+/// Entries a frame memo holds before it starts over.
+const FRAME_MEMO_MAX: usize = 65_536;
+
 /// A decoded `PyFrameObject` with the raw copy it came from.
 #[derive(Debug, Clone)]
 pub struct FrameObject {
@@ -130,6 +135,35 @@ impl PyProcess {
     }
 
     /// Decode an interpreter frame already copied from the target (e.g. embedded in a coroutine).
+    /// `interp_frame_from_bytes` through `memo`: a frame suspended at the same code object,
+    /// instruction, owner and bytecode copy decodes to the same result, so thousands of tasks
+    /// parked at one `await` cost one decode (no code-cache lock, line lookup or Arc traffic
+    /// per frame). The memo belongs to one walk of one snapshot.
+    pub fn interp_frame_memo(&self, b: &[u8], memo: &mut FrameMemo) -> MemResult<InterpFrame> {
+        let FrameOffsets::Interp { code, previous, instr, owner, tlbc_index, .. } = self.off.frame else {
+            return self.interp_frame_from_bytes(b);
+        };
+        let key = (
+            b.u64_at(code),
+            b.u64_at(instr),
+            b.u8_at(owner) as u64 | (tlbc_index.map(|o| b.i32_at(o) as u32 as u64).unwrap_or(0) << 8),
+        );
+        if let Some((frame, code, offset)) = memo.get(&key) {
+            return Ok(InterpFrame {
+                frame: frame.clone(),
+                previous: b.u64_at(previous),
+                code: *code,
+                offset: *offset,
+            });
+        }
+        let f = self.interp_frame_from_bytes(b)?;
+        if memo.len() >= FRAME_MEMO_MAX {
+            memo.clear();
+        }
+        memo.insert(key, (f.frame.clone(), f.code, f.offset));
+        Ok(f)
+    }
+
     pub fn interp_frame_from_bytes(&self, b: &[u8]) -> MemResult<InterpFrame> {
         let FrameOffsets::Interp {
             code,
