@@ -350,9 +350,9 @@ impl Asyncio<'_> {
         let in_asyncio = |m: &str| file.ends_with(m) && file[..file.len() - m.len()].ends_with("asyncio/");
         // The type of `self` only matters inside asyncio's own modules.
         let self_type = if inner_self != 0 && (in_asyncio("locks.py") || in_asyncio("queues.py")) {
-            py.ob_type(inner_self).ok().and_then(|ty| py.type_name(ty).ok()).unwrap_or_default()
+            py.ob_type(inner_self).ok().and_then(|ty| self.type_text(ty)).unwrap_or_default()
         } else {
-            String::new()
+            Default::default()
         };
         let primitive = if in_asyncio("locks.py") {
             match (self_type.as_str(), func) {
@@ -391,7 +391,7 @@ impl Asyncio<'_> {
             kind: kind.into(),
             future: waited.map(hex_id),
             object: object.clone(),
-            object_type: if object.is_some() { Some(self_type.into()) } else { None },
+            object_type: if object.is_some() { Some(self_type) } else { None },
             runnable: waited.is_none(),
         }
     }

@@ -47,7 +47,9 @@ impl GenFrame {
 impl Asyncio<'_> {
     pub fn await_chain(&self, coro: u64) -> MemResult<AwaitChain> {
         let mut chain = AwaitChain::default();
-        let mut frames = Vec::with_capacity(8);
+        // The walker's scratch list (taken, so nothing stays borrowed): no buffer per chain.
+        let mut frames = std::mem::take(&mut *self.chain_scratch.borrow_mut());
+        frames.clear();
         let mut obj = coro;
         // 3.11+: one copy of each object serves its type, its state and its embedded frame (one
         // buffer for the whole chain: zeroing it per link cost as much as copying into it).
@@ -106,8 +108,8 @@ impl Asyncio<'_> {
                 }
             }
         }
-        frames.reverse();
-        chain.frames = frames.into();
+        chain.frames = frames.drain(..).rev().collect();
+        *self.chain_scratch.borrow_mut() = frames;
         chain.coroutines.reverse();
         chain.first_locals.reverse();
         Ok(chain)

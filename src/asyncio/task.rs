@@ -177,7 +177,7 @@ impl Asyncio<'_> {
         }
         match py.ob_type(obj)? {
             t if Some(t) == py.types.long => py.read_long(obj).map(|n| compact_str::format_compact!("Task-{n}")),
-            _ => py.read_str(obj).map(Into::into),
+            _ => py.read_text(obj),
         }
     }
 

@@ -77,6 +77,35 @@ impl PyProcess {
         self.read_str_max(addr, MAX_STR_CHARS)
     }
 
+    /// A str as shared text, with one read and no allocation for the common case (a compact
+    /// ASCII string of at most SHORT_TEXT characters, e.g. a task name); anything else (longer,
+    /// non-ASCII, at the end of a mapping) goes through `read_str`.
+    pub fn read_text(&self, addr: u64) -> MemResult<crate::model::Text> {
+        const SHORT_TEXT: u64 = 24;
+        let o = &self.off;
+        let mut b = [0u8; 128];
+        let len = (o.str_ascii_size + SHORT_TEXT) as usize;
+        if addr != 0 && len <= b.len() && o.str_length.max(o.str_state) + 8 <= o.str_ascii_size {
+            if let Ok(()) = self.mem().read(addr, &mut b[..len]) {
+                let length = b[..].u64_at(o.str_length);
+                let state = b[..].u32_at(o.str_state);
+                let kind = (state >> o.str_kind.0) & ((1 << o.str_kind.1) - 1);
+                let compact = (state >> o.str_compact_bit) & 1 == 1;
+                let ascii = (state >> o.str_ascii_bit) & 1 == 1;
+                if kind == 1 && compact && ascii && length <= SHORT_TEXT {
+                    let start = o.str_ascii_size as usize;
+                    let bytes = &b[start..start + length as usize];
+                    if let Ok(t) = std::str::from_utf8(bytes) {
+                        if bytes.is_ascii() {
+                            return Ok(t.into());
+                        }
+                    }
+                }
+            }
+        }
+        self.read_str(addr).map(Into::into)
+    }
+
     pub fn read_str_max(&self, addr: u64, max_chars: u64) -> MemResult<String> {
         if addr == 0 {
             return Err(bad(addr));
