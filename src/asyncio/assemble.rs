@@ -7,7 +7,7 @@ use super::{Asyncio, ObjKind};
 use crate::model::{hex, hex_id, AwaitPoint, LoopSnap, TaskSnap, WaitingOn};
 use crate::runtime::thread_waits::{LockFacts, LockTable};
 use crate::runtime::threads::{InterpInfo, ThreadRecord};
-use crate::source::{MemError, MemResult};
+use crate::source::{Buf, MemError, MemResult};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
 /// Most event loops recorded per interpreter.
@@ -245,11 +245,17 @@ impl Asyncio<'_> {
         let py = self.py;
         let mut tasks = Vec::with_capacity(addrs.len());
         let mut broken = Vec::new();
+        // One copy of each entry's first bytes serves its type and, for a C task, its fields.
+        let mut bytes = vec![0u8; self.off.task_read_size as usize];
         for &a in addrs {
             // Registries may legally hold other objects (a WeakSet anyone can add to): only
             // tasks are read; an entry whose type cannot even be read is reported, not dropped.
-            let read = py.ob_type(a).and_then(|ty| match self.kind_of_type(ty) {
-                ObjKind::Task => self.read_c_task(a).map(Some),
+            // (An entry too close to a mapping's end for the full copy is typed on its own.)
+            let copied = py.mem().read(a, &mut bytes).is_ok();
+            let ty = if copied { Ok(bytes.u64_at(py.off.ob_type)) } else { py.ob_type(a) };
+            let read = ty.and_then(|ty| match self.kind_of_type(ty) {
+                ObjKind::Task if copied => self.read_c_task(a, &bytes).map(Some),
+                ObjKind::Task => self.task_bytes(a).and_then(|b| self.read_c_task(a, &b)).map(Some),
                 ObjKind::PyTask => self.read_py_task(a).map(Some),
                 _ => Ok(None),
             });

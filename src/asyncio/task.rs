@@ -55,27 +55,22 @@ impl Asyncio<'_> {
     pub fn read_task(&self, addr: u64) -> MemResult<RawTask> {
         match self.kind(addr) {
             ObjKind::PyTask => self.read_py_task(addr),
-            _ => self.read_c_task(addr),
+            _ => self.task_bytes(addr).and_then(|b| self.read_c_task(addr, &b)),
         }
     }
 
-    pub(super) fn read_c_task(&self, addr: u64) -> MemResult<RawTask> {
-        let py = self.py;
+    /// A C task's fields in one copy (`task_read_size` bytes, which include the object header).
+    pub(super) fn task_bytes(&self, addr: u64) -> MemResult<Vec<u8>> {
+        self.py.mem().read_vec(addr, self.off.task_read_size as usize)
+    }
+
+    /// A C task from the copy of its fields (`task_bytes`; the caller has read it already to
+    /// learn the object's type, so the task costs one read, not two).
+    pub(super) fn read_c_task(&self, addr: u64, b: &[u8]) -> MemResult<RawTask> {
         let o = &self.off;
-        // The task's fields in one read, into a stack buffer when they fit (they do on every
-        // version so far: 144–248 bytes).
-        let mut stack = [0u8; 512];
-        let heap;
-        let b: &[u8] = match stack.get_mut(..o.task_read_size as usize) {
-            Some(small) => {
-                py.mem().read(addr, small)?;
-                small
-            }
-            None => {
-                heap = py.mem().read_vec(addr, o.task_read_size as usize)?;
-                &heap
-            }
-        };
+        if b.len() < o.task_read_size as usize {
+            return Err(crate::source::MemError::Unmapped(addr));
+        }
         let state = match b.i32_at(o.fut_state) {
             0 => FutState::Pending,
             1 => FutState::Cancelled,
