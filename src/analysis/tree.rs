@@ -114,60 +114,80 @@ pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
     cycles
 }
 
+/// Tasks by id, for the drawing: an id maps to the position of its last record (as a map
+/// from id to record would), and marks (drawn, on the current path) are kept per such position
+/// in flat lists instead of sets of id strings (hashing ids was most of `pstree`'s own work).
+struct Ids<'a> {
+    tasks: &'a [TaskSnap],
+    pos: HashMap<&'a str, usize>,
+}
+
+impl<'a> Ids<'a> {
+    fn new(tasks: &'a [TaskSnap]) -> Ids<'a> {
+        Ids { tasks, pos: tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect() }
+    }
+    fn get(&self, id: &str) -> Option<usize> {
+        self.pos.get(id).copied()
+    }
+    /// The position marks of record `i` are kept under (its id's last record).
+    fn key(&self, i: usize) -> usize {
+        self.get(self.tasks[i].id.as_str()).unwrap_or(i)
+    }
+}
+
 pub fn build(tasks: &[TaskSnap]) -> TaskTree {
-    let by_id: HashMap<&str, &TaskSnap> = tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let ids = Ids::new(tasks);
     let cycles = find_cycles(tasks);
-    let has_parent: HashSet<&str> = tasks
-        .iter()
-        .filter(|t| t.awaited_by.iter().any(|p| by_id.contains_key(p.as_str())))
-        .map(|t| t.id.as_str())
-        .collect();
-    let mut drawn: HashSet<&str> = HashSet::default();
-    let mut roots = Vec::new();
-    let mut deferred: Vec<&TaskSnap> = Vec::new();
-    // Roots in a stable, readable order (task registries are hash sets: their order means nothing).
-    let mut root_tasks: Vec<&TaskSnap> = tasks.iter().filter(|t| !has_parent.contains(t.id.as_str())).collect();
-    root_tasks.sort_by(|a, b| (a.thread, &a.name, &a.id).cmp(&(b.thread, &b.name, &b.id)));
-    for t in root_tasks {
-        roots.push(draw(t, &by_id, &mut drawn, &mut deferred));
-        while let Some(d) = deferred.pop() {
-            roots.push(draw_again(d, &by_id, &mut drawn, &mut deferred));
+    let mut has_parent = vec![false; tasks.len()];
+    for (i, t) in tasks.iter().enumerate() {
+        if t.awaited_by.iter().any(|p| ids.get(p.as_str()).is_some()) {
+            has_parent[ids.key(i)] = true;
         }
     }
+    let mut drawn = vec![false; tasks.len()];
+    let mut roots = Vec::new();
+    let mut deferred: Vec<usize> = Vec::new();
+    // Roots in a stable, readable order (task registries are hash sets: their order means nothing).
+    let mut root_tasks: Vec<usize> = (0..tasks.len()).filter(|&i| !has_parent[ids.key(i)]).collect();
+    root_tasks.sort_by(|&a, &b| {
+        let (a, b) = (&tasks[a], &tasks[b]);
+        (a.thread, &a.name, &a.id).cmp(&(b.thread, &b.name, &b.id))
+    });
+    let mut on_path = vec![false; tasks.len()];
+    let mut draw_all = |root: usize, drawn: &mut Vec<bool>, roots: &mut Vec<TreeNode>| {
+        roots.push(draw(root, &ids, drawn, &mut on_path, &mut deferred));
+        while let Some(d) = deferred.pop() {
+            // A deferred subtree root was marked drawn by its cut parent.
+            drawn[ids.key(d)] = false;
+            roots.push(draw(d, &ids, drawn, &mut on_path, &mut deferred));
+        }
+    };
+    for t in root_tasks {
+        draw_all(t, &mut drawn, &mut roots);
+    }
     // Tasks only reachable through a cycle: start from the first member of each undrawn cycle.
-    let mut leftovers: BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).filter(|id| !drawn.contains(*id)).collect();
+    let undrawn = |drawn: &[bool]| -> BTreeSet<&str> {
+        (0..tasks.len()).filter(|&i| !drawn[ids.key(i)]).map(|i| tasks[i].id.as_str()).collect()
+    };
+    let mut leftovers = undrawn(&drawn);
     for c in &cycles {
         if let Some(first) = c.first() {
             if leftovers.contains(first.as_str()) {
-                let t = by_id[first.as_str()];
-                roots.push(draw(t, &by_id, &mut drawn, &mut deferred));
-                while let Some(d) = deferred.pop() {
-                    roots.push(draw_again(d, &by_id, &mut drawn, &mut deferred));
+                if let Some(t) = ids.get(first) {
+                    draw_all(t, &mut drawn, &mut roots);
+                    leftovers = undrawn(&drawn);
                 }
-                leftovers = leftovers.into_iter().filter(|id| !drawn.contains(*id)).collect();
             }
         }
     }
-    for id in leftovers.clone() {
-        if !drawn.contains(id) {
-            roots.push(draw(by_id[id], &by_id, &mut drawn, &mut deferred));
-            while let Some(d) = deferred.pop() {
-                roots.push(draw_again(d, &by_id, &mut drawn, &mut deferred));
+    for id in leftovers {
+        if let Some(t) = ids.get(id) {
+            if !drawn[ids.key(t)] {
+                draw_all(t, &mut drawn, &mut roots);
             }
         }
     }
     TaskTree { roots, cycles }
-}
-
-/// Draw a deferred subtree root (already marked drawn by its cut parent).
-fn draw_again<'a>(
-    t: &'a TaskSnap,
-    by_id: &HashMap<&str, &'a TaskSnap>,
-    drawn: &mut HashSet<&'a str>,
-    deferred: &mut Vec<&'a TaskSnap>,
-) -> TreeNode {
-    drawn.remove(t.id.as_str());
-    draw(t, by_id, drawn, deferred)
 }
 
 fn node(t: &TaskSnap) -> TreeNode {
@@ -187,58 +207,54 @@ fn node(t: &TaskSnap) -> TreeNode {
     }
 }
 
-/// Depth-first drawing with an explicit stack. Subtrees deeper than MAX_TREE_DEPTH are queued in
-/// `deferred` and drawn as their own roots.
-fn draw<'a>(
-    root: &'a TaskSnap,
-    by_id: &HashMap<&str, &'a TaskSnap>,
-    drawn: &mut HashSet<&'a str>,
-    deferred: &mut Vec<&'a TaskSnap>,
-) -> TreeNode {
-    struct Frame<'a> {
-        task: &'a TaskSnap,
+/// Depth-first drawing of record `root` with an explicit stack. Subtrees deeper than
+/// MAX_TREE_DEPTH are queued in `deferred` and drawn as their own roots.
+/// `on_path` is all false on entry and on return (shared by every call: one list per build).
+fn draw(root: usize, ids: &Ids, drawn: &mut [bool], on_path: &mut [bool], deferred: &mut Vec<usize>) -> TreeNode {
+    struct Frame {
+        task: usize,
         node: TreeNode,
         next_child: usize,
     }
-    // Sets of ids borrowed from the snapshot: no copy of an id per task visited.
-    drawn.insert(root.id.as_str());
-    let mut stack: Vec<Frame> = vec![Frame { task: root, node: node(root), next_child: 0 }];
-    let mut on_path: HashSet<&'a str> = HashSet::default();
-    on_path.insert(root.id.as_str());
-    while let Some(top) = stack.last_mut() {
-        if top.next_child < top.task.awaiting.len() {
-            let task: &'a TaskSnap = top.task;
-            let cid: &'a str = task.awaiting[top.next_child].as_str();
+    let tasks = ids.tasks;
+    drawn[ids.key(root)] = true;
+    on_path[ids.key(root)] = true;
+    let mut stack: Vec<Frame> = vec![Frame { task: root, node: node(&tasks[root]), next_child: 0 }];
+    loop {
+        let depth = stack.len();
+        let Some(top) = stack.last_mut() else { break };
+        let task = &tasks[top.task];
+        if top.next_child < task.awaiting.len() {
+            let cid = task.awaiting[top.next_child].as_str();
             top.next_child += 1;
-            let Some(child) = by_id.get(cid).copied() else { continue };
-            if on_path.contains(cid) {
-                let mut n = node(child);
+            // A child is its id's last record, and its marks are kept there.
+            let Some(child) = ids.get(cid) else { continue };
+            if on_path[child] {
+                let mut n = node(&tasks[child]);
                 n.cycle = true;
                 top.node.children.push(n);
-            } else if drawn.contains(cid) {
-                let mut n = node(child);
+            } else if drawn[child] {
+                let mut n = node(&tasks[child]);
                 n.shown_elsewhere = true;
                 top.node.children.push(n);
-            } else if stack.len() >= MAX_TREE_DEPTH {
-                if let Some(top) = stack.last_mut() {
-                    top.node.continued_below = true;
-                }
-                drawn.insert(cid);
+            } else if depth >= MAX_TREE_DEPTH {
+                top.node.continued_below = true;
+                drawn[child] = true;
                 deferred.push(child);
             } else {
-                drawn.insert(cid);
-                on_path.insert(cid);
-                stack.push(Frame { task: child, node: node(child), next_child: 0 });
+                drawn[child] = true;
+                on_path[child] = true;
+                stack.push(Frame { task: child, node: node(&tasks[child]), next_child: 0 });
             }
         } else if let Some(done) = stack.pop() {
-            on_path.remove(done.task.id.as_str());
+            on_path[ids.key(done.task)] = false;
             match stack.last_mut() {
                 Some(parent) => parent.node.children.push(done.node),
                 None => return done.node,
             }
         }
     }
-    node(root)
+    node(&tasks[root])
 }
 
 #[cfg(test)]
@@ -292,6 +308,21 @@ mod tests {
         assert_eq!(z.children[0].id, "x");
         assert_eq!(z.children[0].children[0].id, "y");
         assert!(z.children[0].children[0].children[0].cycle);
+    }
+
+    #[test]
+    fn duplicate_ids_and_many_roots() {
+        // A record listed twice (a merged or hand-made snapshot) is drawn as often as it is a
+        // root; its children are found through the id's last record.
+        let mut tasks = vec![t("a", &["b"], &[]), t("b", &[], &["a"]), t("a", &["b"], &[])];
+        tasks.extend((0..20_000).map(|i| t(&format!("r{i}"), &[], &[])));
+        let tree = build(&tasks);
+        assert_eq!(tree.roots.len(), 2 + 20_000);
+        let a: Vec<&TreeNode> = tree.roots.iter().filter(|r| r.id == "a").collect();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].children[0].id, "b");
+        assert!(!a[0].children[0].shown_elsewhere);
+        assert!(a[1].children[0].shown_elsewhere);
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub fn snapshots(origin: &Origin, opts: CaptureOptions) -> Result<Vec<Snapshot>>
 /// await point from the series).
 pub fn snapshot(origin: &Origin, opts: CaptureOptions) -> Result<Snapshot> {
     let v = snapshots(origin, opts)?;
+    // One sample says nothing about progress (every `waiting_s` stays unset): skip the work.
+    if v.len() == 1 {
+        return v.into_iter().next().ok_or_else(|| crate::error::Error::other("no snapshot"));
+    }
     let mut progress = crate::analysis::progress::Progress::default();
     let t0 = v.first().and_then(|s| crate::model::time::parse_rfc3339(&s.captured_at)).unwrap_or(0.0);
     for (i, s) in v.iter().enumerate() {
