@@ -10,7 +10,7 @@ pub fn escape(s: &str) -> String {
 /// (`pstree`, `ps` of 100,000 tasks) print without a copy per frame.
 pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
     // Fast path: printable ASCII without backslashes needs no work.
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+    if plain(s.as_bytes()) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
@@ -29,6 +29,32 @@ pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Whether every byte is printable ASCII other than a backslash, tested eight bytes at a time
+/// (the "has a byte less than n / equal to zero" word tricks; a high bit means non-ASCII).
+fn plain(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let less_than = |w: u64, n: u8| w.wrapping_sub(ONES * n as u64) & !w & HIGH != 0;
+    let bad = |w: u64| {
+        w & HIGH != 0
+            || less_than(w, 0x20)
+            || less_than(w ^ (ONES * 0x7f), 1)
+            || less_than(w ^ (ONES * b'\\' as u64), 1)
+    };
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        if bad(u64::from_le_bytes(w)) {
+            return false;
+        }
+    }
+    let rest = chunks.remainder();
+    let mut w = [b'a'; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    !bad(u64::from_le_bytes(w))
+}
+
 fn is_invisible_format(c: char) -> bool {
     matches!(c as u32, 0x200b..=0x200f | 0x202a..=0x202e | 0x2066..=0x2069 | 0xfeff | 0x061c)
 }
@@ -36,6 +62,22 @@ fn is_invisible_format(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_test_matches_the_byte_rule_at_every_position() {
+        let rule = |b: &[u8]| b.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\');
+        for len in [0usize, 1, 7, 8, 9, 16, 23] {
+            let clean = vec![b'a'; len];
+            assert!(plain(&clean));
+            for at in 0..len {
+                for v in 0..=255u8 {
+                    let mut b = clean.clone();
+                    b[at] = v;
+                    assert_eq!(plain(&b), rule(&b), "{len} {at} {v}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn escapes_terminal_sequences_and_keeps_unicode() {
