@@ -31,6 +31,43 @@ pub struct AsyncioRecord {
 /// Pending tasks read from the registries, and the entries that could not be read.
 type TaskReads = (Vec<RawTask>, Vec<(u64, MemError)>);
 
+/// The addresses linked to each task position, in one flat list (compressed rows): the tasks a
+/// task awaits, or the tasks awaiting it. Both ends of every edge are read tasks; a task's
+/// entries keep the order of the sorted edges (deterministic output).
+struct Adjacency {
+    /// Entries of position i: `addrs[start[i]..start[i + 1]]`.
+    start: Vec<usize>,
+    addrs: Vec<u64>,
+}
+
+impl Adjacency {
+    /// `row` maps an edge to (task position, linked address), or None to leave it out.
+    fn new(n: usize, edges: &[(u64, u64)], row: impl Fn(&(u64, u64)) -> Option<(usize, u64)>) -> Adjacency {
+        let rows: Vec<(usize, u64)> = edges.iter().filter_map(row).filter(|(i, _)| *i < n).collect();
+        let mut start = vec![0usize; n + 1];
+        for (i, _) in &rows {
+            start[i + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut next = start.clone();
+        let mut addrs = vec![0u64; rows.len()];
+        for (i, a) in rows {
+            addrs[next[i]] = a;
+            next[i] += 1;
+        }
+        Adjacency { start, addrs }
+    }
+
+    fn of(&self, i: usize) -> &[u64] {
+        match (self.start.get(i), self.start.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.addrs[a..b],
+            _ => &[],
+        }
+    }
+}
+
 /// Hex ids of `addrs` as a record's shared list (the empty list as the default one).
 fn ids(addrs: &[u64]) -> std::sync::Arc<[crate::model::Text]> {
     if addrs.is_empty() {
@@ -119,14 +156,15 @@ impl Asyncio<'_> {
         let idents: HashMap<u64, Option<i32>> = records.iter().map(|(r, t)| (r.ident, *t)).collect();
         let index: HashMap<u64, usize> = raw.iter().enumerate().map(|(i, t)| (t.addr, i)).collect();
 
-        // Edges parent -> child ("child is awaited by parent").
-        let mut edges: FxHashSet<(u64, u64)> = FxHashSet::default();
+        // Edges parent -> child ("child is awaited by parent"), sorted and deduplicated (a list,
+        // not a set: 100,000 edges of a 100,000-task snapshot in one flat block).
+        let mut edges: Vec<(u64, u64)> = Vec::new();
         let explicit = raw.iter().any(|t| t.awaited_by.is_some());
         for t in &raw {
             if let Some(ab) = &t.awaited_by {
                 for p in ab {
                     if index.contains_key(p) {
-                        edges.insert((*p, t.addr));
+                        edges.push((*p, t.addr));
                     }
                 }
             }
@@ -134,19 +172,10 @@ impl Asyncio<'_> {
         if !explicit {
             self.infer_edges(&raw, &index, &mut edges);
         }
-        // Per task (by position in `raw`: both ends of every edge are read tasks), in a
-        // deterministic order for output: the edges sorted. Positions instead of a map keyed by
-        // address: the records below walk the tasks in order, a map lookup per task missed cache.
-        let mut awaiting: Vec<Vec<u64>> = vec![Vec::new(); raw.len()];
-        let mut awaited_by: Vec<Vec<u64>> = vec![Vec::new(); raw.len()];
-        let mut edges: Vec<(u64, u64)> = edges.into_iter().collect();
         edges.sort_unstable();
-        for (p, c) in &edges {
-            if let (Some(&pi), Some(&ci)) = (index.get(p), index.get(c)) {
-                awaiting[pi].push(*c);
-                awaited_by[ci].push(*p);
-            }
-        }
+        edges.dedup();
+        let awaiting = Adjacency::new(raw.len(), &edges, |&(p, c)| Some((*index.get(&p)?, c)));
+        let awaited_by = Adjacency::new(raw.len(), &edges, |&(p, c)| Some((*index.get(&c)?, p)));
 
         // Every loop with a task or a thread, and the thread that runs (or last ran) it.
         let mut loop_thread: HashMap<u64, Option<i32>> = running.clone();
@@ -183,8 +212,8 @@ impl Asyncio<'_> {
                 thread: loop_thread.get(&t.loop_addr).copied().flatten(),
                 interpreter: interp.id,
                 coroutine_stack: t.chain.frames,
-                awaiting: ids(&awaiting[i]),
-                awaited_by: ids(&awaited_by[i]),
+                awaiting: ids(awaiting.of(i)),
+                awaited_by: ids(awaited_by.of(i)),
                 waiting_on: std::mem::take(&mut t.wait),
                 await_point: t.chain.point.map(|(code, offset)| AwaitPoint {
                     code: hex_id(code),
@@ -290,7 +319,7 @@ impl Asyncio<'_> {
     }
 
     /// 3.8–3.13 record no awaited-by relation: rebuild it from the objects.
-    fn infer_edges(&self, raw: &[RawTask], index: &HashMap<u64, usize>, edges: &mut FxHashSet<(u64, u64)>) {
+    fn infer_edges(&self, raw: &[RawTask], index: &HashMap<u64, usize>, edges: &mut Vec<(u64, u64)>) {
         let py = self.py;
         for t in raw {
             let waited = t.fut_waiter.or(t.chain.awaited);
@@ -299,7 +328,7 @@ impl Asyncio<'_> {
                 self.gather_leaves(w, &mut leaves);
                 for c in leaves {
                     if index.contains_key(&c) && c != t.addr {
-                        edges.insert((t.addr, c));
+                        edges.push((t.addr, c));
                     }
                 }
             }
@@ -319,7 +348,7 @@ impl Asyncio<'_> {
                 }
                 if let Ok(Some(parent)) = py.getattr(tg, "_parent_task") {
                     if index.contains_key(&parent) && parent != c.addr {
-                        edges.insert((parent, c.addr));
+                        edges.push((parent, c.addr));
                     }
                 }
             }
