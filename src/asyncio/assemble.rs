@@ -5,7 +5,7 @@
 use super::task::{FutState, RawTask};
 use super::{Asyncio, ObjKind};
 use crate::model::{hex, hex_id, AwaitPoint, LoopSnap, TaskSnap, WaitingOn};
-use crate::runtime::thread_waits::{LockFacts, LockTable};
+use crate::runtime::thread_waits::LockTable;
 use crate::runtime::threads::{InterpInfo, ThreadRecord};
 use crate::source::{Buf, MemError, MemResult};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
@@ -28,8 +28,28 @@ pub struct AsyncioRecord {
     pub unreadable: u64,
 }
 
-/// Pending tasks read from the registries, and the entries that could not be read.
-type TaskReads = (Vec<RawTask>, Vec<(u64, MemError)>);
+/// What the edge, loop and lock passes need of a read task besides its record (kept beside the
+/// records, by position, instead of whole raw tasks: a 100,000-task read holds a third less
+/// memory, which on a VM is time spent faulting fresh pages in).
+#[derive(Debug, Default)]
+pub struct TaskLinks {
+    pub addr: u64,
+    pub loop_addr: u64,
+    /// What the task waits on: its `fut_waiter`, else what its innermost coroutine awaits.
+    pub awaited: Option<u64>,
+    /// 3.14+: tasks recorded in `fut_awaited_by`.
+    pub awaited_by: Option<Vec<u64>>,
+    /// Callback objects of the task's future (TaskGroup parents before 3.14).
+    pub callbacks: Vec<u64>,
+    /// The coroutine objects of the await chain, innermost first.
+    pub coroutines: Vec<u64>,
+    /// First local (`self` for methods) of each coroutine frame, innermost first.
+    pub first_locals: Vec<u64>,
+}
+
+/// Pending tasks read from the registries (records without thread, edges and lock facts, and
+/// their links, by position), and the entries that could not be read.
+type TaskReads = (Vec<TaskSnap>, Vec<TaskLinks>, Vec<(u64, MemError)>);
 
 /// The addresses linked to each task position, in one flat list (compressed rows): the tasks a
 /// task awaits, or the tasks awaiting it. Both ends of every edge are read tasks; a task's
@@ -66,6 +86,42 @@ impl Adjacency {
             _ => &[],
         }
     }
+}
+
+/// A pending task read as its record (thread, edges and lock facts still to come) and its links.
+fn split(t: RawTask, wait: WaitingOn, interp_id: i64) -> (TaskSnap, TaskLinks) {
+    let awaited = t.fut_waiter.or(t.chain.awaited);
+    let record = TaskSnap {
+        id: hex_id(t.addr),
+        name: t.name,
+        state: t.state.as_str().into(),
+        thread: None,
+        interpreter: interp_id,
+        coroutine_stack: t.chain.frames,
+        awaiting: Default::default(),
+        awaited_by: Default::default(),
+        waiting_on: wait,
+        await_point: t.chain.point.map(|(code, offset)| AwaitPoint {
+            code: hex_id(code),
+            offset,
+            awaited: awaited.map(hex_id),
+        }),
+        event_loop: (t.loop_addr != 0).then(|| hex_id(t.loop_addr)),
+        holds_locks: vec![],
+        waits_for_lock: None,
+        error: t.error,
+        waiting_s: None,
+    };
+    let links = TaskLinks {
+        addr: t.addr,
+        loop_addr: t.loop_addr,
+        awaited,
+        awaited_by: t.awaited_by,
+        callbacks: t.callbacks,
+        coroutines: t.chain.coroutines,
+        first_locals: t.chain.first_locals,
+    };
+    (record, links)
 }
 
 /// Hex ids of `addrs` as a record's shared list (the empty list as the default one).
@@ -148,7 +204,7 @@ impl Asyncio<'_> {
         let phase = crate::timing::Phase::start("tasks: read");
         rec.unreadable += found.unreadable;
         // Each task is read, and what it waits on decoded, in one pass over the registries.
-        let (raw, broken) = self.read_tasks(&found.tasks, tolerate)?;
+        let (mut snaps, raw, broken) = self.read_tasks(&found.tasks, tolerate, interp.id)?;
         drop(phase);
         let phase = crate::timing::Phase::start("tasks: edges");
         let running = self.loops_by_thread(records);
@@ -198,35 +254,22 @@ impl Asyncio<'_> {
         let _phase = crate::timing::Phase::start("tasks: records");
         // Lock facts need a waiter: without a task waiting on an asyncio lock no lock cycle or
         // lock wait among tasks exists, and the per-coroutine stack scan is skipped.
-        rec.lock_facts = raw.iter().any(|t| matches!(t.wait.kind.as_str(), "lock" | "semaphore" | "condition"));
-        rec.tasks.reserve(raw.len() + broken.len());
-        rec.unreadable += raw.iter().filter(|t| t.error.is_some()).count() as u64;
-        // Consumed: names, frames and errors move into the records instead of being copied.
-        for (i, mut t) in raw.into_iter().enumerate() {
-            let facts = if rec.lock_facts { self.task_lock_facts(&t, &mut rec.locks) } else { LockFacts::default() };
-            let awaited = t.fut_waiter.or(t.chain.awaited);
-            rec.tasks.push(TaskSnap {
-                id: hex_id(t.addr),
-                name: t.name,
-                state: t.state.as_str().into(),
-                thread: loop_thread.get(&t.loop_addr).copied().flatten(),
-                interpreter: interp.id,
-                coroutine_stack: t.chain.frames,
-                awaiting: ids(awaiting.of(i)),
-                awaited_by: ids(awaited_by.of(i)),
-                waiting_on: std::mem::take(&mut t.wait),
-                await_point: t.chain.point.map(|(code, offset)| AwaitPoint {
-                    code: hex_id(code),
-                    offset,
-                    awaited: awaited.map(hex_id),
-                }),
-                event_loop: (t.loop_addr != 0).then(|| hex_id(t.loop_addr)),
-                holds_locks: facts.holds.iter().map(|l| hex_id(*l)).collect(),
-                waits_for_lock: facts.waits_for.map(hex_id),
-                error: t.error,
-                waiting_s: None,
-            });
+        rec.lock_facts = snaps.iter().any(|t| matches!(t.waiting_on.kind.as_str(), "lock" | "semaphore" | "condition"));
+        rec.unreadable += snaps.iter().filter(|t| t.error.is_some()).count() as u64;
+        // The records were made while reading; what needed every task is filled in now.
+        for (i, (r, t)) in snaps.iter_mut().zip(&raw).enumerate() {
+            r.thread = loop_thread.get(&t.loop_addr).copied().flatten();
+            r.awaiting = ids(awaiting.of(i));
+            r.awaited_by = ids(awaited_by.of(i));
+            if rec.lock_facts {
+                let facts = self.task_lock_facts(t, &r.coroutine_stack, &mut rec.locks);
+                r.holds_locks = facts.holds.iter().map(|l| hex_id(*l)).collect();
+                r.waits_for_lock = facts.waits_for.map(hex_id);
+            }
         }
+        drop(raw);
+        rec.tasks = snaps;
+        rec.tasks.reserve(broken.len());
         drop(_phase);
         let _phase = crate::timing::Phase::start("tasks: loops");
         for (a, e) in broken {
@@ -270,9 +313,10 @@ impl Asyncio<'_> {
     /// Read the tasks at `addrs` (the registries' entries), each with what it waits on: the
     /// pending ones, and the entries that could not be read (with `tolerate`; without it the first
     /// such entry ends the read, so a torn read of a live process is retried whole).
-    fn read_tasks(&self, addrs: &[u64], tolerate: bool) -> MemResult<TaskReads> {
+    fn read_tasks(&self, addrs: &[u64], tolerate: bool, interp_id: i64) -> MemResult<TaskReads> {
         let py = self.py;
-        let mut tasks = Vec::with_capacity(addrs.len());
+        let mut records = Vec::with_capacity(addrs.len());
+        let mut links = Vec::with_capacity(addrs.len());
         let mut broken = Vec::new();
         // One copy of each entry's first bytes serves its type and, for a C task, its fields.
         let mut bytes = vec![0u8; self.off.task_read_size as usize];
@@ -292,16 +336,18 @@ impl Asyncio<'_> {
                 Ok(Some(t)) if t.error.is_some() && !tolerate => {
                     return Err(MemError::Other(t.error.unwrap_or_default()));
                 }
-                Ok(Some(mut t)) if t.state == FutState::Pending => {
-                    t.wait = self.waiting_on(&t);
-                    tasks.push(t);
+                Ok(Some(t)) if t.state == FutState::Pending => {
+                    let wait = self.waiting_on(&t);
+                    let (record, link) = split(t, wait, interp_id);
+                    records.push(record);
+                    links.push(link);
                 }
                 Ok(_) => {}
                 Err(e) if e.is_fatal() || !tolerate => return Err(e),
                 Err(e) => broken.push((a, e)),
             }
         }
-        Ok((tasks, broken))
+        Ok((records, links, broken))
     }
 
     /// `loop._ready` of a pure-Python event loop (uvloop keeps no such deque): its length and
@@ -319,11 +365,10 @@ impl Asyncio<'_> {
     }
 
     /// 3.8–3.13 record no awaited-by relation: rebuild it from the objects.
-    fn infer_edges(&self, raw: &[RawTask], index: &HashMap<u64, usize>, edges: &mut Vec<(u64, u64)>) {
+    fn infer_edges(&self, raw: &[TaskLinks], index: &HashMap<u64, usize>, edges: &mut Vec<(u64, u64)>) {
         let py = self.py;
         for t in raw {
-            let waited = t.fut_waiter.or(t.chain.awaited);
-            if let Some(w) = waited {
+            if let Some(w) = t.awaited {
                 let mut leaves = Vec::new();
                 self.gather_leaves(w, &mut leaves);
                 for c in leaves {

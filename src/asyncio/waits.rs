@@ -1,8 +1,9 @@
 //! Which asyncio locks a task holds (`async with lock:` keeps the lock's `__aexit__`, or from
 //! 3.14 the lock itself, on the suspended coroutine's value stack) and which one it is acquiring.
 
-use super::task::RawTask;
+use super::assemble::TaskLinks;
 use super::Asyncio;
+use crate::model::Frame;
 use crate::runtime::locks::{FrameValues, LockKind};
 use crate::runtime::thread_waits::{LockFacts, LockInfo, LockTable};
 
@@ -18,15 +19,14 @@ impl Asyncio<'_> {
     }
 
     /// Lock facts of one task from its already-read await chain.
-    pub fn task_lock_facts(&self, t: &RawTask, locks: &mut LockTable) -> LockFacts {
+    pub fn task_lock_facts(&self, t: &TaskLinks, frames: &[Frame], locks: &mut LockTable) -> LockFacts {
         let py = self.py;
-        let chain = &t.chain;
         let new_lock = |l: u64, kind: LockKind, locks: &mut LockTable| {
             locks.entry(l).or_insert_with(|| LockInfo { kind, name: None, held: None, owner_ident: None });
         };
         // Waiting: the innermost coroutine is an asyncio lock's acquire, `self` is the lock.
         let mut waits_for = None;
-        if let (Some(f), Some(slf)) = (chain.frames.first(), chain.first_locals.first()) {
+        if let (Some(f), Some(slf)) = (frames.first(), t.first_locals.first()) {
             let func = f.function.rsplit('.').next().unwrap_or("");
             if func == "acquire" && f.file.ends_with("locks.py") {
                 if let Some(k) = py.lock_kind(*slf) {
@@ -37,7 +37,7 @@ impl Asyncio<'_> {
             }
         }
         let mut holds = Vec::new();
-        for (i, coro) in chain.coroutines.iter().enumerate() {
+        for (i, coro) in t.coroutines.iter().enumerate() {
             if i == 0 && waits_for.is_some() {
                 continue; // the acquire frame itself
             }
