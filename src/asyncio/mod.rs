@@ -28,6 +28,8 @@ pub struct Asyncio<'a> {
     type_texts: RefCell<HashMap<u64, crate::model::Text>>,
     /// Frames of the await chain being read (see `await_chain`).
     chain_scratch: RefCell<Vec<crate::model::Frame>>,
+    /// Coroutine stacks made so far in this walk, by a hash of their frames (see `shared_stack`).
+    stacks: RefCell<HashMap<u64, std::sync::Arc<[crate::model::Frame]>>>,
 }
 
 /// What an object is, as far as await chains and waits are concerned.
@@ -62,6 +64,7 @@ impl<'a> Asyncio<'a> {
             frames: RefCell::new(Default::default()),
             type_texts: RefCell::new(HashMap::default()),
             chain_scratch: RefCell::new(Vec::new()),
+            stacks: RefCell::new(HashMap::default()),
         }
     }
 
