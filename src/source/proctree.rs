@@ -133,9 +133,12 @@ mod tests {
             .unwrap();
         let root = c.id() as i32;
         let mut fam = vec![];
-        for _ in 0..100 {
+        // Wait until both sleeps have exec'd: a forked child shows its parent's command line
+        // until then (under load that window was seen to outlast the first look).
+        let sleeps_at = |fam: &[ProcEntry], d: u32| fam.iter().any(|e| e.depth == d && e.cmdline == "sleep 30");
+        for _ in 0..250 {
             fam = family(root, None).unwrap();
-            if fam.len() >= 4 {
+            if sleeps_at(&fam, 1) && sleeps_at(&fam, 2) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
