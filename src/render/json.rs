@@ -39,11 +39,12 @@ pub fn write_snapshot<W: Write>(w: &mut W, s: &Snapshot) -> io::Result<()> {
     // through the callers' buffered writers without being copied into them (at 10,000 tasks
     // the per-task writes were a 7.7 MB copy on top of rendering).
     let mut buf = Vec::with_capacity(WRITE_CHUNK + (64 << 10));
+    let mut stacks = StackJson::default();
     for (i, t) in tasks.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        task(&mut buf, t);
+        task(&mut buf, t, &mut stacks);
         if buf.len() >= WRITE_CHUNK {
             w.write_all(&buf)?;
             buf.clear();
@@ -136,7 +137,46 @@ fn strings(out: &mut Vec<u8>, v: &[Text]) {
     out.push(b']');
 }
 
-fn task(out: &mut Vec<u8>, t: &TaskSnap) {
+/// The JSON of coroutine-stack lists already written in this document, by list: tasks parked
+/// at the same awaits share one list (see `asyncio::coro`), whose JSON is made once and copied.
+/// Keyed by the list's address and length, valid while the snapshot being written is borrowed
+/// (which keeps every list alive).
+#[derive(Default)]
+struct StackJson {
+    done: rustc_hash::FxHashMap<(usize, usize), Vec<u8>>,
+}
+
+impl StackJson {
+    /// Lists remembered at most (a document of distinct stacks gains nothing from more).
+    const MAX: usize = 4096;
+
+    fn write(&mut self, out: &mut Vec<u8>, stack: &std::sync::Arc<[crate::model::Frame]>) {
+        let key = (stack.as_ptr() as usize, stack.len());
+        if let Some(json) = self.done.get(&key) {
+            out.extend_from_slice(json);
+            return;
+        }
+        let mut json = Vec::new();
+        for (i, f) in stack.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            f.with_json(|raw| match raw {
+                Some(raw) => json.extend_from_slice(raw.get().as_bytes()),
+                None => {
+                    let _ = serde_json::to_writer(&mut json, f);
+                }
+            });
+        }
+        out.extend_from_slice(&json);
+        if self.done.len() >= Self::MAX {
+            self.done.clear();
+        }
+        self.done.insert(key, json);
+    }
+}
+
+fn task(out: &mut Vec<u8>, t: &TaskSnap, stacks: &mut StackJson) {
     let TaskSnap {
         id,
         name,
@@ -168,17 +208,7 @@ fn task(out: &mut Vec<u8>, t: &TaskSnap) {
     out.extend_from_slice(b",\"interpreter\":");
     int(out, *interpreter);
     out.extend_from_slice(b",\"coroutine_stack\":[");
-    for (i, f) in coroutine_stack.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        f.with_json(|raw| match raw {
-            Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
-            None => {
-                let _ = serde_json::to_writer(&mut *out, f);
-            }
-        });
-    }
+    stacks.write(out, coroutine_stack);
     out.extend_from_slice(b"],\"awaiting\":");
     strings(out, awaiting);
     out.extend_from_slice(b",\"awaited_by\":");

@@ -4,7 +4,7 @@
 use super::escape::{escape, escaped};
 use crate::analysis::tree::{TaskTree, TreeNode};
 use crate::model::{Snapshot, TaskSnap};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write;
 
 fn stack_names(t: &TaskSnap) -> String {
@@ -126,12 +126,29 @@ pub fn ps_text(s: &Snapshot) -> String {
     let _ = writeln!(o, "{}", "-".repeat(if waiting { 190 } else { 180 }));
     // Each task's stack is joined and escaped once: it is also the awaiter chain of every task
     // it awaits (100 children of one TaskGroup share their parent's).
-    let stacks: Vec<String> = s.tasks.iter().map(|t| escape(&ps_stack(t))).collect();
+    // Tasks sharing one coroutine-stack list (parked at the same awaits) share its text too.
+    let mut distinct: Vec<String> = Vec::new();
+    let mut seen: HashMap<(usize, usize), usize> = HashMap::default();
+    let stack_of: Vec<usize> = s
+        .tasks
+        .iter()
+        .map(|t| {
+            let mut make = || {
+                distinct.push(escape(&ps_stack(t)));
+                distinct.len() - 1
+            };
+            if t.error.is_some() {
+                return make();
+            }
+            *seen.entry((t.coroutine_stack.as_ptr() as usize, t.coroutine_stack.len())).or_insert_with(make)
+        })
+        .collect();
+    let stacks = |i: usize| distinct[stack_of[i]].as_str();
     for (i, awaiter) in ps_pairs(s) {
         let t = &s.tasks[i];
         let (chain, pname, pid) = match awaiter {
             Awaiter::Nobody => ("", escaped(""), escaped("0x0")),
-            Awaiter::Task(j) => (stacks[j].as_str(), escaped(&s.tasks[j].name), escaped(&s.tasks[j].id)),
+            Awaiter::Task(j) => (stacks(j), escaped(&s.tasks[j].name), escaped(&s.tasks[j].id)),
             Awaiter::Unknown(p) => ("", escaped("Unknown"), escaped(p)),
         };
         let tid = t.thread.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
@@ -139,7 +156,7 @@ pub fn ps_text(s: &Snapshot) -> String {
             (tid.as_str(), 10),
             (&escaped(&t.id), 20),
             (&escaped(&t.name), 20),
-            (&stacks[i], 50),
+            (stacks(i), 50),
             (chain, 50),
             (&pname, 15),
         ] {
