@@ -120,18 +120,22 @@ pub fn find_cycles(tasks: &[TaskSnap]) -> Vec<Vec<String>> {
 struct Ids<'a> {
     tasks: &'a [TaskSnap],
     pos: HashMap<&'a str, usize>,
+    /// Per record, the position its marks are kept under (its id's last record).
+    keys: Vec<usize>,
 }
 
 impl<'a> Ids<'a> {
     fn new(tasks: &'a [TaskSnap]) -> Ids<'a> {
-        Ids { tasks, pos: tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect() }
+        let pos: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+        let keys = tasks.iter().enumerate().map(|(i, t)| pos.get(t.id.as_str()).copied().unwrap_or(i)).collect();
+        Ids { tasks, pos, keys }
     }
     fn get(&self, id: &str) -> Option<usize> {
         self.pos.get(id).copied()
     }
     /// The position marks of record `i` are kept under (its id's last record).
     fn key(&self, i: usize) -> usize {
-        self.get(self.tasks[i].id.as_str()).unwrap_or(i)
+        self.keys.get(i).copied().unwrap_or(i)
     }
 }
 

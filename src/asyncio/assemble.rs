@@ -41,10 +41,8 @@ pub struct TaskLinks {
     pub awaited_by: Option<Vec<u64>>,
     /// Callback objects of the task's future (TaskGroup parents before 3.14).
     pub callbacks: Vec<u64>,
-    /// The coroutine objects of the await chain, innermost first.
-    pub coroutines: Vec<u64>,
-    /// First local (`self` for methods) of each coroutine frame, innermost first.
-    pub first_locals: Vec<u64>,
+    /// The await chain's coroutine objects with their frames' first locals, innermost first.
+    pub coroutines: Vec<(u64, u64)>,
 }
 
 /// Pending tasks read from the registries (records without thread, edges and lock facts, and
@@ -119,7 +117,6 @@ fn split(t: RawTask, wait: WaitingOn, interp_id: i64) -> (TaskSnap, TaskLinks) {
         awaited_by: t.awaited_by,
         callbacks: t.callbacks,
         coroutines: t.chain.coroutines,
-        first_locals: t.chain.first_locals,
     };
     (record, links)
 }
@@ -424,7 +421,7 @@ impl Asyncio<'_> {
         let py = self.py;
         let waited = t.fut_waiter.or(t.chain.awaited);
         let inner = t.chain.frames.first();
-        let inner_self = t.chain.first_locals.first().copied().unwrap_or(0);
+        let inner_self = t.chain.coroutines.first().map(|c| c.1).unwrap_or(0);
         let func = inner.map(|f| f.function.rsplit('.').next().unwrap_or("")).unwrap_or("");
         let file: &str = inner.map(|f| &*f.file).unwrap_or("");
         let in_asyncio = |m: &str| file.ends_with(m) && file[..file.len() - m.len()].ends_with("asyncio/");

@@ -19,14 +19,13 @@ pub struct AwaitChain {
     /// the buffer it was collected in is freed (and reused by the next chain) at once; made later,
     /// 100,000 such buffers would sit freed between the records (~19 MB more peak memory).
     pub frames: std::sync::Arc<[Frame]>,
-    /// Address of each coroutine frame's `self`-free identity: the coroutine objects, innermost first.
-    pub coroutines: Vec<u64>,
+    /// Per coroutine frame, innermost first: the coroutine object and the frame's first local
+    /// (`self` for methods, 0 if none). One list, not two: one allocation per task.
+    pub coroutines: Vec<(u64, u64)>,
     /// The object the innermost coroutine awaits (a Future/Task via FutureIter, or the object itself).
     pub awaited: Option<u64>,
     /// The coroutine is running right now (its frames are on a thread's stack).
     pub running: bool,
-    /// First local (`self` for methods) of each coroutine frame, innermost first (0 if none).
-    pub first_locals: Vec<u64>,
     /// Innermost coroutine frame's code object and instruction offset: where the task is suspended.
     pub point: Option<(u64, i64)>,
 }
@@ -80,8 +79,7 @@ impl Asyncio<'_> {
                     };
                     if let Some(f) = g.frame {
                         frames.push(f);
-                        chain.coroutines.push(obj);
-                        chain.first_locals.push(g.first_local);
+                        chain.coroutines.push((obj, g.first_local));
                         chain.point = g.point;
                     }
                     chain.running |= g.running;
@@ -114,7 +112,6 @@ impl Asyncio<'_> {
         chain.frames = self.shared_stack(&mut frames);
         *self.chain_scratch.borrow_mut() = frames;
         chain.coroutines.reverse();
-        chain.first_locals.reverse();
         Ok(chain)
     }
 

@@ -26,7 +26,7 @@ impl Asyncio<'_> {
         };
         // Waiting: the innermost coroutine is an asyncio lock's acquire, `self` is the lock.
         let mut waits_for = None;
-        if let (Some(f), Some(slf)) = (frames.first(), t.first_locals.first()) {
+        if let (Some(f), Some((_, slf))) = (frames.first(), t.coroutines.first()) {
             let func = f.function.rsplit('.').next().unwrap_or("");
             if func == "acquire" && f.file.ends_with("locks.py") {
                 if let Some(k) = py.lock_kind(*slf) {
@@ -37,7 +37,7 @@ impl Asyncio<'_> {
             }
         }
         let mut holds = Vec::new();
-        for (i, coro) in t.coroutines.iter().enumerate() {
+        for (i, (coro, _)) in t.coroutines.iter().enumerate() {
             if i == 0 && waits_for.is_some() {
                 continue; // the acquire frame itself
             }
