@@ -40,7 +40,7 @@ fn main() {
             // costs a newline scan per write on multi-megabyte JSON documents.
             let stdout_lock = std::io::stdout().lock();
             let raw = raw_stdout();
-            let mut stdout = std::io::BufWriter::with_capacity(1 << 18, &*raw);
+            let mut stdout = std::io::BufWriter::with_capacity(taskspy::render::WRITE_CHUNK, &*raw);
             // A closed pipe (e.g. `| head`) is not an error worth a message.
             let phase = taskspy::timing::Phase::start("write output");
             let _ = out.write_to(&mut stdout);

@@ -427,7 +427,7 @@ impl Asyncio<'_> {
         let in_asyncio = |m: &str| file.ends_with(m) && file[..file.len() - m.len()].ends_with("asyncio/");
         // The type of `self` only matters inside asyncio's own modules.
         let self_type = if inner_self != 0 && (in_asyncio("locks.py") || in_asyncio("queues.py")) {
-            py.ob_type(inner_self).ok().and_then(|ty| self.type_text(ty)).unwrap_or_default()
+            py.ob_type(inner_self).ok().and_then(|ty| py.type_text(ty).ok()).unwrap_or_default()
         } else {
             Default::default()
         };

@@ -122,21 +122,14 @@ impl Asyncio<'_> {
     /// their line, so equal means equal. Empties `frames`.
     fn shared_stack(&self, frames: &mut Vec<Frame>) -> std::sync::Arc<[Frame]> {
         use std::hash::{Hash, Hasher};
-        let ident = |f: &Frame| {
-            (
-                std::sync::Arc::as_ptr(&f.function) as *const u8 as usize,
-                std::sync::Arc::as_ptr(&f.file) as *const u8 as usize,
-                f.line,
-            )
-        };
         let mut h = rustc_hash::FxHasher::default();
         for f in frames.iter() {
-            ident(f).hash(&mut h);
+            f.identity().hash(&mut h);
         }
         let key = h.finish();
         let mut stacks = self.stacks.borrow_mut();
         if let Some(s) = stacks.get(&key) {
-            if s.len() == frames.len() && s.iter().zip(frames.iter().rev()).all(|(a, b)| ident(a) == ident(b)) {
+            if s.len() == frames.len() && s.iter().zip(frames.iter().rev()).all(|(a, b)| a.identity() == b.identity()) {
                 frames.clear();
                 return s.clone();
             }

@@ -24,8 +24,6 @@ pub struct Asyncio<'a> {
     callbacks: RefCell<HashMap<u64, std::sync::Arc<Vec<u64>>>>,
     /// Coroutine frames decoded so far in this walk (see `PyProcess::interp_frame_memo`).
     frames: RefCell<crate::runtime::frames::FrameMemo>,
-    /// Type names as record text, by type address (10,000 tasks waiting on Events ask 10,000 times).
-    type_texts: RefCell<HashMap<u64, crate::model::Text>>,
     /// Frames of the await chain being read (see `await_chain`).
     chain_scratch: RefCell<Vec<crate::model::Frame>>,
     /// Coroutine stacks made so far in this walk, by a hash of their frames (see `shared_stack`).
@@ -62,7 +60,6 @@ impl<'a> Asyncio<'a> {
             kinds: RefCell::new(HashMap::default()),
             callbacks: RefCell::new(HashMap::default()),
             frames: RefCell::new(Default::default()),
-            type_texts: RefCell::new(HashMap::default()),
             chain_scratch: RefCell::new(Vec::new()),
             stacks: RefCell::new(HashMap::default()),
         }
@@ -74,24 +71,10 @@ impl<'a> Asyncio<'a> {
         self.kind_of_type(ty)
     }
 
-    /// A type's name as record text (cached per type for this walk).
-    pub fn type_text(&self, ty: u64) -> Option<crate::model::Text> {
-        if let Some(t) = self.type_texts.borrow().get(&ty) {
-            return Some(t.clone());
-        }
-        let t: crate::model::Text = self.py.type_name(ty).ok()?.into();
-        self.type_texts.borrow_mut().insert(ty, t.clone());
-        Some(t)
-    }
-
     /// Classify a type address (cached per type).
     pub fn kind_of_type(&self, ty: u64) -> ObjKind {
         if ty == 0 {
             return ObjKind::Other;
-        }
-        // Most objects classified are coroutines: no lock for them.
-        if Some(ty) == self.py.types.coro {
-            return ObjKind::Coroutine;
         }
         if let Some(k) = self.kinds.borrow().get(&ty) {
             return *k;

@@ -36,7 +36,7 @@ pub enum Output {
 fn write_json<T: serde::Serialize + ?Sized>(w: &mut dyn std::io::Write, v: &T, pretty: bool) -> std::io::Result<()> {
     // serde_json writes token by token: through `dyn Write` each token is a virtual call. A typed
     // buffer in between keeps those writes inlined memcpys and hands `w` 256 KiB chunks.
-    let mut w = std::io::BufWriter::with_capacity(1 << 18, w);
+    let mut w = std::io::BufWriter::with_capacity(crate::render::WRITE_CHUNK, w);
     if pretty {
         serde_json::to_writer_pretty(&mut w, v)?;
     } else {
@@ -48,7 +48,7 @@ fn write_json<T: serde::Serialize + ?Sized>(w: &mut dyn std::io::Write, v: &T, p
 
 /// One snapshot as a compact JSON line (task records written by hand: see `render::json`).
 fn write_snapshot(w: &mut dyn std::io::Write, s: &Snapshot) -> std::io::Result<()> {
-    let mut w = std::io::BufWriter::with_capacity(1 << 18, w);
+    let mut w = std::io::BufWriter::with_capacity(crate::render::WRITE_CHUNK, w);
     crate::render::json::write_snapshot(&mut w, s)?;
     w.write_all(b"\n")?;
     w.flush()

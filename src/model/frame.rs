@@ -26,8 +26,7 @@ pub fn in_selector(frames: &[Frame]) -> bool {
 /// its file path again for every task (JSON string escaping was a fifth of `dump --json`'s work).
 /// Keyed by the addresses of the shared strings, which the entry keeps alive so that no other
 /// string can take their address while the entry exists.
-type FrameJsonCache =
-    rustc_hash::FxHashMap<(usize, usize, i64), (Arc<str>, Arc<str>, Box<serde_json::value::RawValue>)>;
+type FrameJsonCache = rustc_hash::FxHashMap<FrameIdentity, (Arc<str>, Arc<str>, Box<serde_json::value::RawValue>)>;
 
 thread_local! {
     static FRAME_JSON: RefCell<FrameJsonCache> = RefCell::new(FrameJsonCache::default());
@@ -44,14 +43,24 @@ struct FrameFields<'a> {
     line: i64,
 }
 
+/// Which shared strings and line a frame is made of: equal identities mean equal frames (the
+/// strings are the code-object cache's, one per code object). Cheaper than comparing text.
+pub type FrameIdentity = (usize, usize, i64);
+
 impl Frame {
+    pub fn identity(&self) -> FrameIdentity {
+        (Arc::as_ptr(&self.function) as *const u8 as usize, Arc::as_ptr(&self.file) as *const u8 as usize, self.line)
+    }
+
+    /// Where a shared list of frames is (address, length): tasks parked at the same awaits hold
+    /// one list, so per-document caches of rendered stacks are keyed by it.
+    pub fn list_identity(frames: &Arc<[Frame]>) -> (usize, usize) {
+        (frames.as_ptr() as usize, frames.len())
+    }
+
     /// Hand the frame's compact JSON text (from the cache) to `f`; `None` if it could not be made.
     pub fn with_json<R>(&self, f: impl FnOnce(Option<&serde_json::value::RawValue>) -> R) -> R {
-        let key = (
-            Arc::as_ptr(&self.function) as *const u8 as usize,
-            Arc::as_ptr(&self.file) as *const u8 as usize,
-            self.line,
-        );
+        let key = self.identity();
         FRAME_JSON.with(move |c| {
             let mut c = c.borrow_mut();
             if !c.contains_key(&key) {

@@ -8,7 +8,7 @@ pub mod sample;
 pub mod time;
 
 pub use findings::{Evidence, Finding, LockRef};
-pub use frame::Frame;
+pub use frame::{Frame, FrameIdentity};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 

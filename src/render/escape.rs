@@ -29,30 +29,13 @@ pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Whether every byte is printable ASCII other than a backslash, tested eight bytes at a time
-/// (the "has a byte less than n / equal to zero" word tricks; a high bit means non-ASCII).
+/// Whether every byte is printable ASCII other than a backslash, eight bytes at a time (a high
+/// bit means non-ASCII).
 fn plain(s: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let less_than = |w: u64, n: u8| w.wrapping_sub(ONES * n as u64) & !w & HIGH != 0;
-    let bad = |w: u64| {
-        w & HIGH != 0
-            || less_than(w, 0x20)
-            || less_than(w ^ (ONES * 0x7f), 1)
-            || less_than(w ^ (ONES * b'\\' as u64), 1)
-    };
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        if bad(u64::from_le_bytes(w)) {
-            return false;
-        }
-    }
-    let rest = chunks.remainder();
-    let mut w = [b'a'; 8];
-    w[..rest.len()].copy_from_slice(rest);
-    !bad(u64::from_le_bytes(w))
+    use super::{has_byte, has_less};
+    !super::any_word(s, b'a', |w| {
+        w & 0x8080_8080_8080_8080 != 0 || has_less(w, 0x20) || has_byte(w, 0x7f) || has_byte(w, b'\\')
+    })
 }
 
 fn is_invisible_format(c: char) -> bool {

@@ -1,6 +1,7 @@
 //! Compact JSON of a snapshot, with the task records (the bulk of a 10,000-task document) written
 //! by hand and everything else through serde: byte for byte what serde_json's compact form gives.
 
+use super::WRITE_CHUNK;
 use crate::model::{AwaitPoint, Snapshot, TaskSnap, Text, WaitingOn};
 use std::io::{self, Write};
 
@@ -9,9 +10,6 @@ use std::io::{self, Write};
 /// strings that need no escaping (hex ids, states, most names) are copied, and each task is built
 /// in one reused buffer. The fields are destructured exhaustively so that a new field fails to
 /// compile until it is written here too; tests compare with serde's output.
-/// See `write_snapshot`: as large as the buffers of the writers it is handed (256 KiB).
-const WRITE_CHUNK: usize = 1 << 18;
-
 pub fn write_snapshot<W: Write>(w: &mut W, s: &Snapshot) -> io::Result<()> {
     let Snapshot {
         schema,
@@ -78,31 +76,15 @@ fn serde_field<W: Write, T: serde::Serialize + ?Sized>(w: &mut W, key: &[u8], v:
     Ok(serde_json::to_writer(&mut *w, v)?)
 }
 
-/// A JSON string as serde_json writes it: copied as is when nothing in it needs escaping.
-/// Whether JSON needs any byte of `s` escaped (a control byte, `"` or `\\`), tested eight bytes
-/// at a time with the classic "has a byte less than n / equal to zero" word tricks: strings are
-/// most of a snapshot's JSON, and a test per byte was a tenth of `dump --json`'s instructions.
+/// Whether JSON needs any byte of `s` escaped (a control byte, `"` or `\\`), eight bytes at a
+/// time: strings are most of a snapshot's JSON, and a test per byte was a tenth of `dump --json`'s
+/// instructions.
 fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let less_than = |w: u64, n: u8| w.wrapping_sub(ONES * n as u64) & !w & HIGH != 0;
-    let word = |w: u64| {
-        less_than(w, 0x20) || less_than(w ^ (ONES * b'"' as u64), 1) || less_than(w ^ (ONES * b'\\' as u64), 1)
-    };
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        if word(u64::from_le_bytes(w)) {
-            return true;
-        }
-    }
-    let rest = chunks.remainder();
-    let mut w = [b'a'; 8];
-    w[..rest.len()].copy_from_slice(rest);
-    word(u64::from_le_bytes(w))
+    use super::{has_byte, has_less};
+    super::any_word(s, b'a', |w| has_less(w, 0x20) || has_byte(w, b'"') || has_byte(w, b'\\'))
 }
 
+/// A JSON string as serde_json writes it: copied as is when nothing in it needs escaping.
 fn string(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
         // Writing to a Vec cannot fail, and serde_json escapes exactly as the rest of the document.
@@ -151,7 +133,7 @@ impl StackJson {
     const MAX: usize = 4096;
 
     fn write(&mut self, out: &mut Vec<u8>, stack: &std::sync::Arc<[crate::model::Frame]>) {
-        let key = (stack.as_ptr() as usize, stack.len());
+        let key = crate::model::Frame::list_identity(stack);
         if let Some(json) = self.done.get(&key) {
             out.extend_from_slice(json);
             return;

@@ -140,7 +140,7 @@ pub fn ps_text(s: &Snapshot) -> String {
             if t.error.is_some() {
                 return make();
             }
-            *seen.entry((t.coroutine_stack.as_ptr() as usize, t.coroutine_stack.len())).or_insert_with(make)
+            *seen.entry(crate::model::Frame::list_identity(&t.coroutine_stack)).or_insert_with(make)
         })
         .collect();
     let stacks = |i: usize| distinct[stack_of[i]].as_str();
@@ -196,10 +196,6 @@ pub fn fmt_wait(s: f64) -> String {
     }
 }
 
-/// Rendered text is handed on in chunks of about this size: the tree of 100,000 tasks is ~50 MB
-/// of text, which need not exist in memory all at once.
-const CHUNK: usize = 1 << 18;
-
 /// `pstree`: each task with its coroutine stack (outermost first) and the tasks it awaits below.
 pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
     let mut out = Vec::new();
@@ -209,7 +205,7 @@ pub fn pstree_text(s: &Snapshot, tree: &TaskTree) -> String {
 
 /// The `pstree` text of `s`, written to `w` as it is rendered.
 pub fn write_pstree(w: &mut dyn std::io::Write, s: &Snapshot, tree: &TaskTree) -> std::io::Result<()> {
-    let mut o = String::with_capacity(CHUNK + (CHUNK >> 2));
+    let mut o = String::with_capacity(super::WRITE_CHUNK + (super::WRITE_CHUNK >> 2));
     let mut frames = FrameLines::default();
     for root in &tree.roots {
         render_node(&mut o, root, &mut frames, w)?;
@@ -235,12 +231,13 @@ pub fn write_pstree(w: &mut dyn std::io::Write, s: &Snapshot, tree: &TaskTree) -
 /// same few places repeat the same few frames. Keyed by the shared strings' addresses (the
 /// frames outlive the rendering, so no other string can take those addresses meanwhile).
 #[derive(Default)]
-struct FrameLines(rustc_hash::FxHashMap<(usize, usize, i64), String>);
+struct FrameLines(rustc_hash::FxHashMap<crate::model::FrameIdentity, String>);
 
 impl FrameLines {
     fn line(&mut self, f: &crate::model::Frame) -> &str {
-        let key = (f.function.as_ptr() as usize, f.file.as_ptr() as usize, f.line);
-        self.0.entry(key).or_insert_with(|| format!("{} {}:{}\n", escaped(&f.function), escaped(&f.file), f.line))
+        self.0
+            .entry(f.identity())
+            .or_insert_with(|| format!("{} {}:{}\n", escaped(&f.function), escaped(&f.file), f.line))
     }
 }
 
@@ -288,7 +285,7 @@ fn render_node(
         for (i, c) in n.children.iter().enumerate().rev() {
             work.push((c, pref.clone(), i + 1 == k, false));
         }
-        if o.len() >= CHUNK {
+        if o.len() >= super::WRITE_CHUNK {
             w.write_all(o.as_bytes())?;
             o.clear();
         }

@@ -61,7 +61,7 @@ pub struct PyProcess {
     /// Address of the 3.14+ `.AsyncioDebug` section, if the `_asyncio` code is mapped.
     pub asyncio_debug_addr: Option<u64>,
     code_cache: Mutex<HashMap<u64, Arc<code::CodeInfo>>>,
-    type_name_cache: Mutex<HashMap<u64, String>>,
+    type_name_cache: Mutex<HashMap<u64, crate::model::Text>>,
     /// Line-table bytes objects by address (shared by code objects).
     linetables: Mutex<HashMap<u64, Arc<[u8]>>>,
     /// Type address -> what kind of lock its instances are (if any).

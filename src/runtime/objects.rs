@@ -38,11 +38,17 @@ impl PyProcess {
 
     /// `tp_name` of a type object, cached (type objects outlive a snapshot in practice).
     pub fn type_name(&self, ty: u64) -> MemResult<String> {
+        self.type_text(ty).map(String::from)
+    }
+
+    /// `type_name` as record text (inline for short names: no allocation per call, which
+    /// matters where every task asks, e.g. the type of the primitive it waits on).
+    pub fn type_text(&self, ty: u64) -> MemResult<crate::model::Text> {
         if let Some(n) = crate::sync::lock(&self.type_name_cache).get(&ty) {
             return Ok(n.clone());
         }
         let p = self.mem().read_u64(ty.wrapping_add(self.off.tp_name))?;
-        let name = self.read_cstr(p, 256)?;
+        let name: crate::model::Text = self.read_cstr(p, 256)?.into();
         crate::sync::lock(&self.type_name_cache).insert(ty, name.clone());
         Ok(name)
     }
@@ -87,11 +93,7 @@ impl PyProcess {
         let len = (o.str_ascii_size + SHORT_TEXT) as usize;
         if addr != 0 && len <= b.len() && o.str_length.max(o.str_state) + 8 <= o.str_ascii_size {
             if let Ok(()) = self.mem().read(addr, &mut b[..len]) {
-                let length = b[..].u64_at(o.str_length);
-                let state = b[..].u32_at(o.str_state);
-                let kind = (state >> o.str_kind.0) & ((1 << o.str_kind.1) - 1);
-                let compact = (state >> o.str_compact_bit) & 1 == 1;
-                let ascii = (state >> o.str_ascii_bit) & 1 == 1;
+                let (length, kind, compact, ascii) = self.str_header(&b);
                 if kind == 1 && compact && ascii && length <= SHORT_TEXT {
                     let start = o.str_ascii_size as usize;
                     let bytes = &b[start..start + length as usize];
@@ -106,6 +108,19 @@ impl PyProcess {
         self.read_str(addr).map(Into::into)
     }
 
+    /// A str's length, character width (1, 2 or 4 bytes), and its compact and ASCII flags, from
+    /// a copy of its header.
+    fn str_header(&self, head: &[u8]) -> (u64, u32, bool, bool) {
+        let o = &self.off;
+        let state = head.u32_at(o.str_state);
+        (
+            head.u64_at(o.str_length),
+            (state >> o.str_kind.0) & ((1 << o.str_kind.1) - 1),
+            (state >> o.str_compact_bit) & 1 == 1,
+            (state >> o.str_ascii_bit) & 1 == 1,
+        )
+    }
+
     pub fn read_str_max(&self, addr: u64, max_chars: u64) -> MemResult<String> {
         if addr == 0 {
             return Err(bad(addr));
@@ -115,11 +130,7 @@ impl PyProcess {
         let mut head = [0u8; 96];
         let head_len = (o.str_length.max(o.str_state) + 8).min(96) as usize;
         self.mem().read(addr, &mut head[..head_len])?;
-        let length = head[..].u64_at(o.str_length);
-        let state = head[..].u32_at(o.str_state);
-        let kind = (state >> o.str_kind.0) & ((1 << o.str_kind.1) - 1);
-        let compact = (state >> o.str_compact_bit) & 1 == 1;
-        let ascii = (state >> o.str_ascii_bit) & 1 == 1;
+        let (length, kind, compact, ascii) = self.str_header(&head);
         if !matches!(kind, 1 | 2 | 4) || length > (1 << 40) {
             return Err(bad(addr));
         }
