@@ -6,7 +6,8 @@
 //!   edges, waiting_on kinds, loop threads; `ps`/`pstree` text (escaping) and JSON.
 //! * `matches_cpython_remote_debugging`: on 3.14+, the same process read by CPython's own
 //!   `_remote_debugging.RemoteUnwinder.get_all_awaited_by()`: task ids, stacks and edges agree.
-//! * `five_thousand_tasks`: fixtures/async_many.py, 5,001 tasks: count, `pstree` lists each once.
+//! * `five_thousand_tasks`: fixtures/async_many.py, 5,001 tasks: count, `pstree` lists each once;
+//!   read by one thread and by two (`TASKSPY_READERS`), the task lists are the same.
 //! * `churn_dump_200_times`: fixtures/async_churn.py (thousands of tasks/s): 200 `dump --json` in a
 //!   row on 3.8/3.12/3.14: each is valid JSON or a one-line error, never a panic or a hang.
 //! * `uvloop_tasks`: fixtures/async_uvloop.py in a venv with uvloop (PyPI wheel) per interpreter.
@@ -687,6 +688,30 @@ fn five_thousand_tasks() {
                     got.difference(&expected).count()
                 )
             });
+
+            // The tasks read in parts by two threads (TASKSPY_READERS=2, whatever the CPUs) and by
+            // one are the same list, in the same order, field for field.
+            let mut by_readers = Vec::new();
+            for readers in ["1", "2"] {
+                let mut cmd = taskspy_cmd(&["dump", &fx.pid.to_string(), "--json"]);
+                cmd.env("TASKSPY_READERS", readers);
+                let out = run(cmd, COMMAND_TIMEOUT);
+                match out.json() {
+                    Ok(v) if out.code == Some(0) => by_readers.push(v["tasks"].clone()),
+                    _ => p.push(format!("dump --json with TASKSPY_READERS={readers}:\n{}", out.describe_brief())),
+                }
+            }
+            if let [one, two] = &by_readers[..] {
+                p.check(arr(one).len() == 5001, || format!("one reader: {} tasks, expected 5001", arr(one).len()));
+                let differ = arr(one).iter().zip(arr(two)).position(|(a, b)| a != b);
+                p.check(one == two, || {
+                    format!(
+                        "one reader and two readers disagree: {} vs {} tasks, first difference at {differ:?}",
+                        arr(one).len(),
+                        arr(two).len()
+                    )
+                });
+            }
 
             // pstree (text) finishes and lists every task name exactly once.
             let t1 = Instant::now();

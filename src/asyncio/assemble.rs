@@ -47,7 +47,7 @@ pub struct TaskLinks {
 
 /// Pending tasks read from the registries (records without thread, edges and lock facts, and
 /// their links, by position), and the entries that could not be read.
-type TaskReads = (Vec<TaskSnap>, Vec<TaskLinks>, Vec<(u64, MemError)>);
+pub(super) type TaskReads = (Vec<TaskSnap>, Vec<TaskLinks>, Vec<(u64, MemError)>);
 
 /// The addresses linked to each task position, in one flat list (compressed rows): the tasks a
 /// task awaits, or the tasks awaiting it. Both ends of every edge are read tasks; a task's
@@ -307,14 +307,18 @@ impl Asyncio<'_> {
         Ok(rec)
     }
 
-    /// Read the tasks at `addrs` (the registries' entries), each with what it waits on: the
-    /// pending ones, and the entries that could not be read (with `tolerate`; without it the first
-    /// such entry ends the read, so a torn read of a live process is retried whole).
-    fn read_tasks(&self, addrs: &[u64], tolerate: bool, interp_id: i64) -> MemResult<TaskReads> {
+    /// Read the tasks at `addrs` (part of the registries' entries) into `out`, each with what it
+    /// waits on: the pending ones, and the entries that could not be read (with `tolerate`;
+    /// without it the first such entry ends the read, so a torn read of a live process is
+    /// retried whole).
+    pub(super) fn read_part(
+        &self,
+        addrs: &[u64],
+        tolerate: bool,
+        interp_id: i64,
+        out: &mut impl super::readers::TaskSink,
+    ) -> MemResult<()> {
         let py = self.py;
-        let mut records = Vec::with_capacity(addrs.len());
-        let mut links = Vec::with_capacity(addrs.len());
-        let mut broken = Vec::new();
         // One copy of each entry's first bytes serves its type and, for a C task, its fields.
         let mut bytes = vec![0u8; self.off.task_read_size as usize];
         for &a in addrs {
@@ -336,15 +340,14 @@ impl Asyncio<'_> {
                 Ok(Some(t)) if t.state == FutState::Pending => {
                     let wait = self.waiting_on(&t);
                     let (record, link) = split(t, wait, interp_id);
-                    records.push(record);
-                    links.push(link);
+                    out.task(record, link);
                 }
                 Ok(_) => {}
                 Err(e) if e.is_fatal() || !tolerate => return Err(e),
-                Err(e) => broken.push((a, e)),
+                Err(e) => out.broken(a, e),
             }
         }
-        Ok((records, links, broken))
+        Ok(())
     }
 
     /// `loop._ready` of a pure-Python event loop (uvloop keeps no such deque): its length and

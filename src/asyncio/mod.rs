@@ -4,6 +4,7 @@
 pub mod assemble;
 pub mod coro;
 pub mod offsets;
+pub mod readers;
 pub mod registry;
 pub mod task;
 pub mod waits;
@@ -58,6 +59,20 @@ impl<'a> Asyncio<'a> {
             py,
             off,
             kinds: RefCell::new(HashMap::default()),
+            callbacks: RefCell::new(HashMap::default()),
+            frames: RefCell::new(Default::default()),
+            chain_scratch: RefCell::new(Vec::new()),
+            stacks: RefCell::new(HashMap::default()),
+        }
+    }
+
+    /// A walker over `py` (a sibling reader, see `PyProcess::sibling`) for a helper thread: the
+    /// same offsets and type kinds (types are the same objects), its own per-walk caches.
+    pub fn helper<'b>(&self, py: &'b PyProcess) -> Asyncio<'b> {
+        Asyncio {
+            py,
+            off: self.off.clone(),
+            kinds: RefCell::new(self.kinds.borrow().clone()),
             callbacks: RefCell::new(HashMap::default()),
             frames: RefCell::new(Default::default()),
             chain_scratch: RefCell::new(Vec::new()),

@@ -169,6 +169,33 @@ impl PyProcess {
         })
     }
 
+    /// A reader of the same target for a helper thread: same offsets and types, its own page
+    /// cache and object caches (nothing locked per read across threads). `None` when the page
+    /// cache cannot be split (see `CachedMemory::sibling`).
+    pub fn sibling(&self) -> Option<PyProcess> {
+        Some(PyProcess {
+            pid: self.pid,
+            mem: Arc::new(self.mem.sibling()?),
+            off: self.off.clone(),
+            version: self.version,
+            free_threaded: self.free_threaded,
+            runtime_addr: self.runtime_addr,
+            types: self.types.clone(),
+            executable: self.executable.clone(),
+            library: self.library.clone(),
+            layout: self.layout.clone(),
+            debug_offsets: self.debug_offsets.clone(),
+            asyncio_debug_addr: self.asyncio_debug_addr,
+            code_cache: Mutex::new(HashMap::default()),
+            type_name_cache: Mutex::new(HashMap::default()),
+            linetables: Mutex::new(HashMap::default()),
+            lock_kinds: Mutex::new(HashMap::default()),
+            found_names: Mutex::new(HashMap::default()),
+            os: self.os.clone(),
+            kept: Mutex::new(None),
+        })
+    }
+
     pub fn mem(&self) -> &dyn Memory {
         self.mem.as_ref()
     }

@@ -102,8 +102,9 @@ pub struct CachedMemory {
     inner: Arc<dyn Memory>,
     pages: Mutex<Pages>,
     enabled: AtomicBool,
-    /// Set from outside (a pause deadline): every read fails from then on.
-    cancel: AtomicU8,
+    /// Set from outside (a pause deadline): every read fails from then on. Shared with the
+    /// siblings (`sibling`), so a deadline stops every thread's walk.
+    cancel: Arc<AtomicU8>,
 }
 
 const CANCEL_NONE: u8 = 0;
@@ -115,8 +116,24 @@ impl CachedMemory {
             inner,
             pages: Mutex::new(Pages::default()),
             enabled: AtomicBool::new(false),
-            cancel: AtomicU8::new(CANCEL_NONE),
+            cancel: Arc::new(AtomicU8::new(CANCEL_NONE)),
         }
+    }
+
+    /// A second cache over the same memory for a helper thread: its own pages (no lock shared
+    /// per read), the same stop flag, caching now if this one is. `None` while this cache serves
+    /// a paused copy or records a footprint: those describe one walk and stay with one cache.
+    pub fn sibling(&self) -> Option<CachedMemory> {
+        let p = crate::sync::lock(&self.pages);
+        if p.image.is_some() || p.recording.is_some() {
+            return None;
+        }
+        Some(CachedMemory {
+            inner: self.inner.clone(),
+            pages: Mutex::new(Pages::default()),
+            enabled: AtomicBool::new(self.enabled.load(Ordering::SeqCst)),
+            cancel: self.cancel.clone(),
+        })
     }
 
     /// Make every further read fail with `Deadline` (`set_deadline_passed(false)` undoes it): a
