@@ -254,10 +254,16 @@ impl Asyncio<'_> {
         rec.lock_facts = snaps.iter().any(|t| matches!(t.waiting_on.kind.as_str(), "lock" | "semaphore" | "condition"));
         rec.unreadable += snaps.iter().filter(|t| t.error.is_some()).count() as u64;
         // The records were made while reading; what needed every task is filled in now.
+        // Tasks awaited by one parent (the children of a TaskGroup or gather) share that parent's
+        // one-id list: one list per parent, not one per child.
+        let mut single_parent: HashMap<u64, std::sync::Arc<[crate::model::Text]>> = HashMap::default();
         for (i, (r, t)) in snaps.iter_mut().zip(&raw).enumerate() {
             r.thread = loop_thread.get(&t.loop_addr).copied().flatten();
             r.awaiting = ids(awaiting.of(i));
-            r.awaited_by = ids(awaited_by.of(i));
+            r.awaited_by = match awaited_by.of(i) {
+                [one] => single_parent.entry(*one).or_insert_with(|| ids(&[*one])).clone(),
+                many => ids(many),
+            };
             if rec.lock_facts {
                 let facts = self.task_lock_facts(t, &r.coroutine_stack, &mut rec.locks);
                 r.holds_locks = facts.holds.iter().map(|l| hex_id(*l)).collect();

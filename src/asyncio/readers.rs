@@ -133,11 +133,15 @@ impl Asyncio<'_> {
                 .iter()
                 .map(|_| Room::new(record_room.next().unwrap_or_default(), link_room.next().unwrap_or_default()))
                 .collect();
-            let mine = rooms.remove(0);
+            // This thread reads the last part: the registry walk just went through those tasks, so
+            // the pages holding them are the ones its page cache still has.
+            // (One room per part; an empty one would only send its records to the spill.)
+            let mine = rooms.pop().unwrap_or_else(|| Room::new(&mut [], &mut []));
+            let mine_part = parts.last().copied().unwrap_or_default();
             std::thread::scope(|s| {
                 let running: Vec<_> = helpers
                     .iter()
-                    .zip(parts.iter().skip(1))
+                    .zip(&parts[..parts.len() - 1])
                     .zip(rooms)
                     .map(|((py, part), mut room)| {
                         let aio = self.helper(py);
@@ -151,18 +155,22 @@ impl Asyncio<'_> {
                     })
                     .collect();
                 let mut mine = mine;
-                let first = {
-                    let _phase = crate::timing::Phase::start("tasks: read (first part)");
-                    self.read_part(parts[0], tolerate, interp_id, &mut mine)
+                let last = {
+                    let _phase = crate::timing::Phase::start("tasks: read (last part)");
+                    self.read_part(mine_part, tolerate, interp_id, &mut mine)
                 };
                 let (n, spill) = mine.finish();
-                let mut results = vec![(first, n, spill)];
-                for h in running {
-                    // A reader that panicked dropped what it wrote (`Room`'s drop): nothing to keep.
-                    results.push(h.join().unwrap_or_else(|_| {
-                        (Err(MemError::Other("a task reader thread failed".into())), 0, Default::default())
-                    }));
-                }
+                // In part order: the helpers' parts, then this one. A reader that panicked dropped
+                // what it wrote (`Room`'s drop): nothing to keep.
+                let mut results: Vec<PartResult> = running
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            (Err(MemError::Other("a task reader thread failed".into())), 0, Default::default())
+                        })
+                    })
+                    .collect();
+                results.push((last, n, spill));
                 results
             })
         };

@@ -3,7 +3,7 @@
 
 use super::Asyncio;
 use crate::runtime::threads::InterpInfo;
-use crate::source::{Buf, MemError, MemResult};
+use crate::source::{Buf, MemError, MemResult, Memory};
 use rustc_hash::FxHashSet as HashSet;
 
 /// Most tasks enumerated per source (CPython's own reader stops at 65,536 list nodes; we go further).
@@ -22,11 +22,23 @@ impl Asyncio<'_> {
     /// is read on its own: with `tolerate`, one unreadable registry is counted and the others kept.
     pub fn task_addresses(&self, interp: &InterpInfo, tstates: &[u64], tolerate: bool) -> MemResult<FoundTasks> {
         let py = self.py;
-        let mut seen = HashSet::default();
+        // Each task once: a linked list holds no task twice (a node seen twice is a cycle, an
+        // error), so the first list is taken as it is; a set of the tasks so far is built only
+        // when a second source has any.
+        let mut seen: Option<HashSet<u64>> = None;
         let mut found = FoundTasks::default();
-        let mut take = |r: MemResult<Vec<u64>>, found: &mut FoundTasks| -> MemResult<()> {
+        let mut take = |r: MemResult<Vec<u64>>, unique: bool, found: &mut FoundTasks| -> MemResult<()> {
             match r {
+                Ok(v) if unique && found.tasks.is_empty() && seen.is_none() => {
+                    found.tasks = v;
+                    found.tasks.retain(|t| *t != 0);
+                    Ok(())
+                }
                 Ok(v) => {
+                    if v.is_empty() {
+                        return Ok(());
+                    }
+                    let seen = seen.get_or_insert_with(|| found.tasks.iter().copied().collect());
                     for t in v {
                         if t != 0 && seen.insert(t) {
                             found.tasks.push(t);
@@ -53,9 +65,9 @@ impl Asyncio<'_> {
         };
         if let Some(dbg) = self.off.debug {
             for ts in tstates {
-                take(self.walk_llist(ts + dbg.thread_tasks_head, dbg.task_node), &mut found)?;
+                take(walk_llist(py.mem(), ts + dbg.thread_tasks_head, dbg.task_node), true, &mut found)?;
             }
-            take(self.walk_llist(interp.addr + dbg.interp_tasks_head, dbg.task_node), &mut found)?;
+            take(walk_llist(py.mem(), interp.addr + dbg.interp_tasks_head, dbg.task_node), true, &mut found)?;
             // Tasks that are not asyncio.Task subclasses live in the C module's state.
             let module_state = || -> MemResult<Vec<u64>> {
                 let mut out = Vec::new();
@@ -68,35 +80,21 @@ impl Asyncio<'_> {
                 }
                 Ok(out)
             };
-            take(module_state(), &mut found)?;
+            take(module_state(), false, &mut found)?;
             // Pure-Python tasks (no `_asyncio`) register in asyncio.tasks' own sets.
-            take(module_sets("asyncio.tasks", &[("_scheduled_tasks", true), ("_eager_tasks", false)]), &mut found)?;
+            take(
+                module_sets("asyncio.tasks", &[("_scheduled_tasks", true), ("_eager_tasks", false)]),
+                false,
+                &mut found,
+            )?;
             return Ok(found);
         }
         take(
             module_sets("asyncio.tasks", &[("_all_tasks", true), ("_scheduled_tasks", true), ("_eager_tasks", false)]),
+            false,
             &mut found,
         )?;
         Ok(found)
-    }
-
-    /// Intrusive circular list `llist_node {next, prev}` whose nodes sit `node_off` into each task.
-    fn walk_llist(&self, head: u64, node_off: u64) -> MemResult<Vec<u64>> {
-        let mem = self.py.mem();
-        let mut out = Vec::new();
-        let mut node = mem.read_u64(head)?;
-        if node == 0 {
-            return Ok(out); // list never initialised (thread never used asyncio)
-        }
-        let mut seen = HashSet::default();
-        while node != head {
-            if node == 0 || out.len() >= MAX_TASKS || !seen.insert(node) {
-                return Err(MemError::Other("task list is corrupt or changing".into()));
-            }
-            out.push(node.wrapping_sub(node_off));
-            node = mem.read_u64(node)?;
-        }
-        Ok(out)
     }
 
     /// Live referents of a `weakref.WeakSet` (its `data` set of weak references).
@@ -138,5 +136,68 @@ impl Asyncio<'_> {
         let raw = py.mem().read_vec(table, (mask as usize + 1) * 16)?;
         let dummy = py.types.set_dummy;
         Ok(raw.chunks_exact(16).map(|c| c.u64_at(0)).filter(|k| *k != 0 && Some(*k) != dummy).collect())
+    }
+}
+
+/// Intrusive circular list `llist_node {next, prev}` whose nodes sit `node_off` into each task.
+fn walk_llist(mem: &dyn Memory, head: u64, node_off: u64) -> MemResult<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut node = mem.read_u64(head)?;
+    if node == 0 {
+        return Ok(out); // list never initialised (thread never used asyncio)
+    }
+    // A node seen twice is a cycle that misses the head (Brent's method: the tortoise jumps
+    // to the hare at powers of two; no set of 100,000 nodes to fill).
+    let (mut tortoise, mut power, mut steps) = (0u64, 1usize, 0usize);
+    while node != head {
+        if node == 0 || out.len() >= MAX_TASKS || node == tortoise {
+            return Err(MemError::Other("task list is corrupt or changing".into()));
+        }
+        steps += 1;
+        if steps == power {
+            tortoise = node;
+            power = power.saturating_mul(2);
+            steps = 0;
+        }
+        out.push(node.wrapping_sub(node_off));
+        node = mem.read_u64(node)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SyntheticMemory;
+
+    /// Nodes at 0x1000 + 0x100 * i, each `next` pointing where `links` says (0: the head).
+    fn list(links: &[u64]) -> SyntheticMemory {
+        let mut m = SyntheticMemory::new();
+        let mut bytes = vec![0u8; 0x100 * (links.len() + 1)];
+        for (i, next) in links.iter().enumerate() {
+            let to = 0x1000 + 0x100 * next;
+            bytes[0x100 * i..][..8].copy_from_slice(&to.to_le_bytes());
+        }
+        m.map(0x1000, bytes);
+        m
+    }
+
+    #[test]
+    fn linked_list_in_order_and_cycles_are_errors() {
+        // head (node 0) -> 1 -> 2 -> 3 -> head; tasks sit 0x10 before their nodes.
+        let m = list(&[1, 2, 3, 0]);
+        assert_eq!(walk_llist(&m, 0x1000, 0x10).unwrap(), vec![0x10f0, 0x11f0, 0x12f0]);
+        // An empty list points at itself.
+        assert!(walk_llist(&list(&[0]), 0x1000, 0x10).unwrap().is_empty());
+        // Cycles that miss the head, of every length up to 40, and a node pointing at itself.
+        for len in 1..=40u64 {
+            let mut links: Vec<u64> = (1..=41).collect();
+            links[40] = 41 - len;
+            let m = list(&links);
+            let r = walk_llist(&m, 0x1000, 0x10);
+            assert!(matches!(r, Err(MemError::Other(_))), "cycle of {len}: {r:?}");
+        }
+        // A null link and an unmapped one are errors too.
+        assert!(walk_llist(&list(&[1, 2]), 0x1000, 0).is_err());
     }
 }
