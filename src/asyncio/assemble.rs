@@ -195,14 +195,9 @@ impl Asyncio<'_> {
         let py = self.py;
         let mut rec = AsyncioRecord::default();
         let tstates: Vec<u64> = records.iter().map(|(r, _)| r.tstate).collect();
-        let phase = crate::timing::Phase::start("tasks: registries");
-        let found = self.task_addresses(interp, &tstates, tolerate)?;
-        drop(phase);
-        let phase = crate::timing::Phase::start("tasks: read");
-        rec.unreadable += found.unreadable;
         // Each task is read, and what it waits on decoded, in one pass over the registries.
-        let (mut snaps, raw, broken) = self.read_tasks(&found.tasks, tolerate, interp.id)?;
-        drop(phase);
+        let (found, (mut snaps, raw, broken)) = self.find_and_read_tasks(interp, &tstates, tolerate)?;
+        rec.unreadable += found.unreadable;
         let phase = crate::timing::Phase::start("tasks: edges");
         let running = self.loops_by_thread(records);
         let current = self.current_tasks(interp, records);

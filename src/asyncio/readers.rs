@@ -2,11 +2,14 @@
 //! each part read by its own reader (own page cache and caches), the results joined in order.
 
 use super::assemble::{TaskLinks, TaskReads};
+use super::registry::FoundTasks;
 use super::Asyncio;
 use crate::model::TaskSnap;
+use crate::runtime::threads::InterpInfo;
 use crate::runtime::PyProcess;
 use crate::source::{MemError, MemResult};
 use std::mem::MaybeUninit;
+use std::sync::mpsc;
 
 /// Most threads reading tasks at once.
 const MAX_READERS: usize = 4;
@@ -103,111 +106,194 @@ impl Drop for Room<'_> {
 /// What one part's reader returns: how it ended, the positions it wrote, what did not fit.
 type PartResult = (MemResult<()>, usize, TaskReads);
 
-impl Asyncio<'_> {
-    /// Read the tasks at `addrs` (the registries' entries): their records and links in registry
-    /// order, and the entries that could not be read. With many tasks and spare CPUs, consecutive
-    /// parts go to helper threads, each with a sibling reader (`PyProcess::sibling`: same target,
-    /// own page cache, no lock shared per read); tasks are independent objects, so no part needs
-    /// another's walk, and parts joined in order give what one walk gives. The first part's error
-    /// (in registry order) wins, as it would in one walk. Reads that must stay on one page cache
-    /// (a paused copy, a recorded footprint) stay on this thread.
-    pub(super) fn read_tasks(&self, addrs: &[u64], tolerate: bool, interp_id: i64) -> MemResult<TaskReads> {
-        let mut out: TaskReads = Default::default();
-        let readers = readers_for(addrs.len(), readers_setting());
-        let helpers: Vec<PyProcess> = (1..readers).map_while(|_| self.py.sibling()).collect();
-        if helpers.is_empty() {
-            out.0.reserve(addrs.len());
-            out.1.reserve(addrs.len());
-            self.read_part(addrs, tolerate, interp_id, &mut out)?;
-            return Ok(out);
+/// A part handed to a waiting helper: the entries to read and where their records go.
+struct Job<'env> {
+    addrs: Vec<u64>,
+    room: Room<'env>,
+}
+
+/// Helper threads started before the registries are walked, each waiting for its part. A thread
+/// started when the work is ready waited 1-4 ms for a CPU here (the scheduler leaves a new thread
+/// beside its parent until the next balancing); one that is already waiting is woken on an idle
+/// CPU at once. Dropping a job's sender ends its helper with nothing read.
+struct Crew<'scope, 'env> {
+    jobs: Vec<mpsc::Sender<Job<'env>>>,
+    running: Vec<std::thread::ScopedJoinHandle<'scope, PartResult>>,
+}
+
+impl<'scope, 'env> Crew<'scope, 'env> {
+    /// One waiting helper per reader in `siblings`, each walking with its own `Asyncio`.
+    fn start(
+        s: &'scope std::thread::Scope<'scope, 'env>,
+        walkers: Vec<Asyncio<'env>>,
+        tolerate: bool,
+        interp_id: i64,
+    ) -> Crew<'scope, 'env> {
+        let mut crew = Crew { jobs: Vec::new(), running: Vec::new() };
+        for aio in walkers {
+            let (tx, rx) = mpsc::channel::<Job<'env>>();
+            crew.jobs.push(tx);
+            crew.running.push(s.spawn(move || {
+                let r = match rx.recv() {
+                    Ok(mut job) => {
+                        let _phase = crate::timing::Phase::start("tasks: read (helper's part)");
+                        let r = aio.read_part(&job.addrs, tolerate, interp_id, &mut job.room);
+                        let (n, spill) = job.room.finish();
+                        (r, n, spill)
+                    }
+                    Err(_) => (Ok(()), 0, Default::default()),
+                };
+                aio.py.end_snapshot();
+                r
+            }));
         }
-        let part_len = addrs.len().div_ceil(helpers.len() + 1);
-        let parts: Vec<&[u64]> = addrs.chunks(part_len).collect();
+        crew
+    }
+
+    /// Every helper's result in part order (an idle helper's is empty). A reader that panicked
+    /// dropped what it wrote (`Room`'s drop): nothing to keep.
+    fn finish(self) -> Vec<PartResult> {
+        drop(self.jobs);
+        self.running
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    (Err(MemError::Other("a task reader thread failed".into())), 0, Default::default())
+                })
+            })
+            .collect()
+    }
+}
+
+impl Asyncio<'_> {
+    /// Find the tasks of `interp` in its registries and read them: their records and links in
+    /// registry order, and the entries that could not be read.
+    ///
+    /// With many tasks and spare CPUs, consecutive parts go to helper threads, each with a
+    /// sibling reader (`PyProcess::sibling`: same target, own page cache, no lock shared per
+    /// read); tasks are independent objects, so no part needs another's walk, and parts joined in
+    /// order give what one walk gives. The first error in registry order wins, as in one walk.
+    /// Reads that must stay on one page cache (a paused copy, a recorded footprint) stay on this
+    /// thread.
+    pub(super) fn find_and_read_tasks(
+        &self,
+        interp: &InterpInfo,
+        tstates: &[u64],
+        tolerate: bool,
+    ) -> MemResult<(FoundTasks, TaskReads)> {
+        let cpus = readers_setting();
+        // Helpers are started before the walk (see `Crew`), as many as the most tasks would use.
+        let siblings: Vec<PyProcess> = (1..readers_for(usize::MAX, cpus)).map_while(|_| self.py.sibling()).collect();
+        let mut out: TaskReads = Default::default();
+        let (found, parts) = std::thread::scope(|s| -> MemResult<_> {
+            let walkers = siblings.iter().map(|py| self.helper(py)).collect();
+            let crew = Crew::start(s, walkers, tolerate, interp.id);
+            let found = {
+                let _phase = crate::timing::Phase::start("tasks: registries");
+                self.task_addresses(interp, tstates, tolerate)?
+            };
+            let _phase = crate::timing::Phase::start("tasks: read");
+            let parts = self.read_tasks(&found.tasks, tolerate, interp.id, crew, &mut out)?;
+            Ok((found, parts))
+        })?;
+        if let Some((results, part_len)) = parts {
+            join_parts(results, part_len, &mut out)?;
+        }
+        Ok((found, out))
+    }
+
+    /// Read the tasks at `addrs` into `out` (empty), sharing the work with `crew`: `None` when
+    /// this thread read them all, else each part's result and the part length, for `join_parts`
+    /// once the helpers are done with `out`'s room.
+    fn read_tasks<'env>(
+        &self,
+        addrs: &[u64],
+        tolerate: bool,
+        interp_id: i64,
+        crew: Crew<'_, 'env>,
+        out: &'env mut TaskReads,
+    ) -> MemResult<Option<(Vec<PartResult>, usize)>> {
         out.0.reserve(addrs.len());
         out.1.reserve(addrs.len());
-        let results: Vec<PartResult> = {
-            // Part i writes positions i * part_len onwards of the reserved room.
-            let mut record_room = out.0.spare_capacity_mut()[..addrs.len()].chunks_mut(part_len);
-            let mut link_room = out.1.spare_capacity_mut()[..addrs.len()].chunks_mut(part_len);
-            let mut rooms: Vec<Room> = parts
-                .iter()
-                .map(|_| Room::new(record_room.next().unwrap_or_default(), link_room.next().unwrap_or_default()))
-                .collect();
-            // This thread reads the last part: the registry walk just went through those tasks, so
-            // the pages holding them are the ones its page cache still has.
-            // (One room per part; an empty one would only send its records to the spill.)
-            let mine = rooms.pop().unwrap_or_else(|| Room::new(&mut [], &mut []));
-            let mine_part = parts.last().copied().unwrap_or_default();
-            std::thread::scope(|s| {
-                let running: Vec<_> = helpers
-                    .iter()
-                    .zip(&parts[..parts.len() - 1])
-                    .zip(rooms)
-                    .map(|((py, part), mut room)| {
-                        let aio = self.helper(py);
-                        s.spawn(move || {
-                            let _phase = crate::timing::Phase::start("tasks: read (helper's part)");
-                            let r = aio.read_part(part, tolerate, interp_id, &mut room);
-                            py.end_snapshot();
-                            let (n, spill) = room.finish();
-                            (r, n, spill)
-                        })
-                    })
-                    .collect();
-                let mut mine = mine;
-                let last = {
-                    let _phase = crate::timing::Phase::start("tasks: read (last part)");
-                    self.read_part(mine_part, tolerate, interp_id, &mut mine)
-                };
-                let (n, spill) = mine.finish();
-                // In part order: the helpers' parts, then this one. A reader that panicked dropped
-                // what it wrote (`Room`'s drop): nothing to keep.
-                let mut results: Vec<PartResult> = running
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            (Err(MemError::Other("a task reader thread failed".into())), 0, Default::default())
-                        })
-                    })
-                    .collect();
-                results.push((last, n, spill));
-                results
-            })
+        let readers = readers_for(addrs.len(), readers_setting()).min(crew.jobs.len() + 1);
+        if readers <= 1 {
+            drop(crew.finish());
+            return self.read_part(addrs, tolerate, interp_id, out).map(|_| None);
+        }
+        // Part i writes positions i * part_len onwards of the reserved room; the helpers take the
+        // first parts, this thread the last: the registry walk just went through those tasks, so
+        // the pages holding them are the ones its page cache still has.
+        let part_len = addrs.len().div_ceil(readers);
+        let parts: Vec<&[u64]> = addrs.chunks(part_len).collect();
+        let (records, links, _) = out;
+        let mut record_room = Vec::spare_capacity_mut(records)[..addrs.len()].chunks_mut(part_len);
+        let mut link_room = Vec::spare_capacity_mut(links)[..addrs.len()].chunks_mut(part_len);
+        let mut rooms: Vec<Room<'env>> = parts
+            .iter()
+            .map(|_| Room::new(record_room.next().unwrap_or_default(), link_room.next().unwrap_or_default()))
+            .collect();
+        // (One room per part; an empty one would only send its records to the spill.)
+        let mut mine = rooms.pop().unwrap_or_else(|| Room::new(&mut [], &mut []));
+        for ((tx, part), room) in crew.jobs.iter().zip(&parts).zip(rooms) {
+            // Only a helper that panicked can be gone; its part is not read (the capture is retried).
+            if tx.send(Job { addrs: part.to_vec(), room }).is_err() {
+                drop(crew.finish());
+                return Err(MemError::Other("a task reader thread is gone".into()));
+            }
+        }
+        let last = {
+            let _phase = crate::timing::Phase::start("tasks: read (last part)");
+            self.read_part(parts.last().copied().unwrap_or_default(), tolerate, interp_id, &mut mine)
         };
-        // Close the gaps between the parts' written positions, then own them (also when a part
-        // failed: what was written is dropped with `out`, not leaked).
-        let mut len = 0usize;
-        for (i, (_, n, _)) in results.iter().enumerate() {
-            let start = i * part_len;
-            if start != len {
-                // SAFETY: positions start..start+n of both vectors' reserved room were initialised
-                // by part i; len <= start, so the destination is reserved room too, and ptr::copy
-                // allows overlap. The moved-from positions are not read again (beyond the new len).
-                unsafe {
-                    std::ptr::copy(out.0.as_ptr().add(start), out.0.as_mut_ptr().add(len), *n);
-                    std::ptr::copy(out.1.as_ptr().add(start), out.1.as_mut_ptr().add(len), *n);
-                }
+        let (n, spill) = mine.finish();
+        let mut results = crew.finish();
+        results.truncate(parts.len() - 1);
+        results.push((last, n, spill));
+        Ok(Some((results, part_len)))
+    }
+}
+
+/// Join the parts read into `out`'s reserved room (part i from position i * part_len): close the
+/// gaps between their written positions and own them (also when a part failed: what was written
+/// is dropped with `out`, not leaked), then append what did not fit. The first error in part
+/// order is returned.
+fn join_parts(results: Vec<PartResult>, part_len: usize, out: &mut TaskReads) -> MemResult<()> {
+    let mut len = 0usize;
+    for (i, (_, n, _)) in results.iter().enumerate() {
+        let start = i * part_len;
+        let n = (*n).min(part_len);
+        if start + n > out.0.capacity() || start + n > out.1.capacity() {
+            break;
+        }
+        if start != len {
+            // SAFETY: positions start..start+n of both vectors' reserved room were initialised by
+            // part i (within capacity, checked above); len <= start, so the destination is reserved
+            // room too, and ptr::copy allows overlap. The moved-from positions lie past the new
+            // length and are not read again.
+            unsafe {
+                std::ptr::copy(out.0.as_ptr().add(start), out.0.as_mut_ptr().add(len), n);
+                std::ptr::copy(out.1.as_ptr().add(start), out.1.as_mut_ptr().add(len), n);
             }
-            len += n;
         }
-        // SAFETY: the first `len` positions of both vectors are now initialised (above).
-        unsafe {
-            out.0.set_len(len);
-            out.1.set_len(len);
+        len += n;
+    }
+    // SAFETY: the first `len` positions of both vectors are initialised (above).
+    unsafe {
+        out.0.set_len(len);
+        out.1.set_len(len);
+    }
+    let mut first_error = None;
+    for (r, _, spill) in results {
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
         }
-        let mut first_error = None;
-        for (r, _, spill) in results {
-            if let Err(e) = r {
-                first_error.get_or_insert(e);
-            }
-            out.0.extend(spill.0);
-            out.1.extend(spill.1);
-            out.2.extend(spill.2);
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        out.0.extend(spill.0);
+        out.1.extend(spill.1);
+        out.2.extend(spill.2);
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
