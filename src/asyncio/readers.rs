@@ -17,17 +17,19 @@ const MAX_READERS: usize = 4;
 /// code caches: below this its start costs more than its share of the walk saves).
 const TASKS_PER_READER: usize = 2000;
 
-/// How many threads should read `n` tasks: one per CPU this process may use (at most
-/// MAX_READERS), each with at least TASKS_PER_READER tasks. `TASKSPY_READERS=N` sets the CPUs
-/// to assume (1: everything on the calling thread).
-pub fn readers_for(n: usize, cpus: Option<usize>) -> usize {
-    let cpus = cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1));
+/// How many threads should read `n` tasks with `cpus` CPUs: one per CPU (at most MAX_READERS),
+/// each with at least TASKS_PER_READER tasks.
+pub fn readers_for(n: usize, cpus: usize) -> usize {
     cpus.clamp(1, MAX_READERS).min(n / TASKS_PER_READER).max(1)
 }
 
-/// `TASKSPY_READERS`, if set to a number.
-fn readers_setting() -> Option<usize> {
-    std::env::var("TASKSPY_READERS").ok().and_then(|v| v.trim().parse().ok())
+/// The CPUs this process may use (its affinity mask and cgroup quota), or `TASKSPY_READERS=N`
+/// (1: everything on the calling thread).
+fn cpus() -> usize {
+    std::env::var("TASKSPY_READERS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1))
 }
 
 /// Where a part's reads go, task by task.
@@ -122,7 +124,7 @@ struct Crew<'scope, 'env> {
 }
 
 impl<'scope, 'env> Crew<'scope, 'env> {
-    /// One waiting helper per reader in `siblings`, each walking with its own `Asyncio`.
+    /// One waiting helper per walker (each over its own sibling reader).
     fn start(
         s: &'scope std::thread::Scope<'scope, 'env>,
         walkers: Vec<Asyncio<'env>>,
@@ -181,7 +183,7 @@ impl Asyncio<'_> {
         tstates: &[u64],
         tolerate: bool,
     ) -> MemResult<(FoundTasks, TaskReads)> {
-        let cpus = readers_setting();
+        let cpus = cpus();
         // Helpers are started before the walk (see `Crew`), as many as the most tasks would use.
         let siblings: Vec<PyProcess> = (1..readers_for(usize::MAX, cpus)).map_while(|_| self.py.sibling()).collect();
         let mut out: TaskReads = Default::default();
@@ -193,7 +195,7 @@ impl Asyncio<'_> {
                 self.task_addresses(interp, tstates, tolerate)?
             };
             let _phase = crate::timing::Phase::start("tasks: read");
-            let parts = self.read_tasks(&found.tasks, tolerate, interp.id, crew, &mut out)?;
+            let parts = self.read_tasks(&found.tasks, tolerate, interp.id, cpus, crew, &mut out)?;
             Ok((found, parts))
         })?;
         if let Some((results, part_len)) = parts {
@@ -210,12 +212,13 @@ impl Asyncio<'_> {
         addrs: &[u64],
         tolerate: bool,
         interp_id: i64,
+        cpus: usize,
         crew: Crew<'_, 'env>,
         out: &'env mut TaskReads,
     ) -> MemResult<Option<(Vec<PartResult>, usize)>> {
         out.0.reserve(addrs.len());
         out.1.reserve(addrs.len());
-        let readers = readers_for(addrs.len(), readers_setting()).min(crew.jobs.len() + 1);
+        let readers = readers_for(addrs.len(), cpus).min(crew.jobs.len() + 1);
         if readers <= 1 {
             drop(crew.finish());
             return self.read_part(addrs, tolerate, interp_id, out).map(|_| None);
@@ -303,12 +306,12 @@ mod tests {
 
     #[test]
     fn readers_follow_cpus_and_task_count() {
-        assert_eq!(readers_for(100_000, Some(1)), 1);
-        assert_eq!(readers_for(100_000, Some(2)), 2);
-        assert_eq!(readers_for(100_000, Some(64)), MAX_READERS);
-        assert_eq!(readers_for(TASKS_PER_READER * 2 - 1, Some(8)), 1);
-        assert_eq!(readers_for(TASKS_PER_READER * 3, Some(8)), 3);
-        assert_eq!(readers_for(0, Some(8)), 1);
-        assert_eq!(readers_for(10, Some(0)), 1);
+        assert_eq!(readers_for(100_000, 1), 1);
+        assert_eq!(readers_for(100_000, 2), 2);
+        assert_eq!(readers_for(100_000, 64), MAX_READERS);
+        assert_eq!(readers_for(TASKS_PER_READER * 2 - 1, 8), 1);
+        assert_eq!(readers_for(TASKS_PER_READER * 3, 8), 3);
+        assert_eq!(readers_for(0, 8), 1);
+        assert_eq!(readers_for(10, 0), 1);
     }
 }
