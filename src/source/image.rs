@@ -136,6 +136,95 @@ fn present_ranges(
     Ok(())
 }
 
+/// The same ranges as `present_ranges`, asked of the kernel in one PAGEMAP_SCAN ioctl per batch of
+/// ranges (Linux 6.7+): it skips unpopulated page tables itself and says which pages map the zero
+/// page without needing root, where reading 8 bytes per page of a mostly empty 1 GiB heap
+/// reservation (free-threaded builds) took ~2 ms of the pause. An error (an older kernel:
+/// ENOTTY or EINVAL) means: use `present_ranges`.
+#[cfg(target_os = "linux")]
+fn scanned_ranges(pagemap: &std::fs::File, start: u64, end: u64, out: &mut Vec<(u64, u64)>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    /// `struct pm_scan_arg` (include/uapi/linux/fs.h).
+    #[repr(C)]
+    struct PmScanArg {
+        size: u64,
+        flags: u64,
+        start: u64,
+        end: u64,
+        walk_end: u64,
+        vec: u64,
+        vec_len: u64,
+        max_pages: u64,
+        category_inverted: u64,
+        category_mask: u64,
+        category_anyof_mask: u64,
+        return_mask: u64,
+    }
+    /// `struct page_region`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct PageRegion {
+        start: u64,
+        end: u64,
+        categories: u64,
+    }
+    const PAGE_IS_PRESENT: u64 = 1 << 3;
+    const PAGE_IS_SWAPPED: u64 = 1 << 4;
+    const PAGE_IS_PFNZERO: u64 = 1 << 5;
+    // _IOWR('f', 16, struct pm_scan_arg)
+    const PAGEMAP_SCAN: u64 = (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | (0x66 << 8) | 16;
+    let mut regions = vec![PageRegion::default(); 512];
+    let first = out.len();
+    let mut at = start;
+    // Each call fills up to 512 regions and says where it stopped; a heap has far fewer runs
+    // than pages, and every call advances by at least one region (bounded by the range's pages).
+    for _ in 0..=(end - start) / PAGE {
+        if at >= end {
+            return Ok(());
+        }
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: 0,
+            start: at,
+            end,
+            walk_end: 0,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            max_pages: 0,
+            // Present or swapped, and not the shared zero page.
+            category_inverted: PAGE_IS_PFNZERO,
+            category_mask: PAGE_IS_PFNZERO,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO,
+        };
+        // SAFETY: `arg` and `regions` outlive the call; the kernel writes at most `vec_len`
+        // regions into `regions` and `walk_end` into `arg`.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg) };
+        if n < 0 {
+            out.truncate(first);
+            return Err(std::io::Error::last_os_error());
+        }
+        for r in &regions[..(n as usize).min(regions.len())] {
+            let (s, e) = (r.start.max(at), r.end.min(end));
+            if s >= e || s % PAGE != 0 || e % PAGE != 0 {
+                continue;
+            }
+            // Adjacent regions (split by category bits we do not ask about) are one run.
+            let ours = out.len() > first;
+            match out.last_mut() {
+                Some(last) if ours && last.1 == s => last.1 = e,
+                _ => out.push((s, e)),
+            }
+        }
+        if arg.walk_end <= at || arg.walk_end > end {
+            out.truncate(first);
+            return Err(std::io::Error::other("PAGEMAP_SCAN did not advance"));
+        }
+        at = arg.walk_end;
+    }
+    Ok(())
+}
+
 impl Plan {
     /// Which ranges of `maps` hold data that may change: whole file-backed private writable
     /// mappings, and the touched pages of anonymous ones (the rest of those reads as zeros).
@@ -143,7 +232,8 @@ impl Plan {
     #[cfg(target_os = "linux")]
     pub fn of(pid: i32, maps: &[MapEntry], limit: u64) -> Option<Plan> {
         let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).ok();
-        let zero = zero_pfn();
+        // Only the fallback (per-page pagemap entries) needs the zero page's frame.
+        let zero = std::cell::OnceCell::new();
         let mut plan = Plan::default();
         let mut looked_up = 0u64;
         let mut present = Vec::new();
@@ -153,7 +243,10 @@ impl Plan {
             let sparse = anonymous(m) && pagemap.is_some() && {
                 looked_up += (end - start) / PAGE;
                 looked_up <= MAX_PAGEMAP_PAGES
-                    && pagemap.as_ref().is_some_and(|f| present_ranges(f, zero, start, end, &mut present).is_ok())
+                    && pagemap.as_ref().is_some_and(|f| {
+                        scanned_ranges(f, start, end, &mut present).is_ok()
+                            || present_ranges(f, *zero.get_or_init(zero_pfn), start, end, &mut present).is_ok()
+                    })
             };
             if !sparse {
                 present.clear();
@@ -368,6 +461,34 @@ mod tests {
         assert!(img.read(addr, &mut b));
         for (i, w) in b.chunks_exact(8).enumerate() {
             assert_eq!(u64::from_le_bytes(w.try_into().unwrap()), 0x5eed_0000 + i as u64);
+        }
+    }
+
+    /// The kernel's scan and the per-page entries agree on this process's own memory: written
+    /// pages are present, untouched ones are not, one that was only read maps the zero page.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pagemap_scan_agrees_with_pagemap_entries() {
+        let mut map = memmap2::MmapOptions::new().len(64 * PAGE as usize).map_anon().unwrap();
+        let _ = map.advise(memmap2::Advice::NoHugePage);
+        for p in [1usize, 2, 3, 10, 40, 41, 63] {
+            map[p * PAGE as usize] = 1;
+        }
+        std::hint::black_box(map[20 * PAGE as usize]);
+        let base = map.as_ptr() as u64;
+        let pagemap = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let mut scanned = Vec::new();
+        if let Err(e) = scanned_ranges(&pagemap, base, base + 64 * PAGE, &mut scanned) {
+            eprintln!("PAGEMAP_SCAN not available here ({e}): only the per-page path is used");
+            return;
+        }
+        let rel: Vec<(u64, u64)> = scanned.iter().map(|(s, e)| ((s - base) / PAGE, (e - base) / PAGE)).collect();
+        assert_eq!(rel, vec![(1, 4), (10, 11), (40, 42), (63, 64)]);
+        // Frame numbers (and so the zero page) are visible to root only.
+        if let Some(zero) = zero_pfn() {
+            let mut entries = Vec::new();
+            present_ranges(&pagemap, Some(zero), base, base + 64 * PAGE, &mut entries).unwrap();
+            assert_eq!(entries, scanned);
         }
     }
 }
