@@ -199,7 +199,7 @@ impl Asyncio<'_> {
     /// Copy the first bytes of an object: a coroutine's header, its embedded frame and its first
     /// OBJECT_SLOTS locals and stack slots (a slot past them is read on its own, see
     /// `embedded_gen_frame`); near the end of a mapping, just the header and frame. Five of these
-    /// per task: copying 512 bytes each was a tenth of the read.
+    /// per task: copying 512 bytes each showed in `perf` (2 % of the process at 10,101 tasks).
     fn read_object(&self, obj: u64, buf: &mut [u8; 512]) -> MemResult<usize> {
         let iframe_off = self.off.gen_iframe.unwrap_or(72);
         let frame_size = match self.py.off.frame {

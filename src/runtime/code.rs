@@ -65,11 +65,11 @@ impl PyProcess {
     }
 
     pub fn code_info(&self, addr: u64) -> MemResult<Arc<CodeInfo>> {
-        if let Some(c) = crate::sync::lock(&self.code_cache).get(&addr) {
+        if let Some(c) = crate::sync::lock(&self.caches.code).get(&addr) {
             return Ok(c.clone());
         }
         let info = Arc::new(self.read_code(addr)?);
-        let mut cache = crate::sync::lock(&self.code_cache);
+        let mut cache = crate::sync::lock(&self.caches.code);
         if cache.len() > 200_000 {
             cache.clear(); // bound memory in long-running sessions
         }
@@ -80,11 +80,11 @@ impl PyProcess {
     /// A line table `bytes` object, read once per address: code objects made with
     /// `code.replace()` share one, and a 1 MiB table must not be copied per code object.
     fn linetable(&self, addr: u64) -> MemResult<Arc<[u8]>> {
-        if let Some(t) = crate::sync::lock(&self.linetables).get(&addr) {
+        if let Some(t) = crate::sync::lock(&self.caches.linetables).get(&addr) {
             return Ok(t.clone());
         }
         let t: Arc<[u8]> = self.read_bytes_obj(addr, MAX_LINETABLE)?.into();
-        let mut cache = crate::sync::lock(&self.linetables);
+        let mut cache = crate::sync::lock(&self.caches.linetables);
         if cache.len() > 200_000 {
             cache.clear();
         }

@@ -107,11 +107,11 @@ impl PyProcess {
     pub fn lock_kind(&self, obj: u64) -> Option<LockKind> {
         let ty = self.ob_type(obj).ok()?;
         // Scans of fat frames ask this for every value: classify each type once.
-        if let Some(k) = crate::sync::lock(&self.lock_kinds).get(&ty) {
+        if let Some(k) = crate::sync::lock(&self.caches.lock_kinds).get(&ty) {
             return *k;
         }
         let k = self.lock_kind_of_type(ty);
-        let mut cache = crate::sync::lock(&self.lock_kinds);
+        let mut cache = crate::sync::lock(&self.caches.lock_kinds);
         if cache.len() < 100_000 {
             cache.insert(ty, k);
         }

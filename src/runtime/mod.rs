@@ -44,6 +44,22 @@ pub struct TypeAddrs {
     pub module: Option<u64>,
 }
 
+/// Objects decoded once per reader: immutable in the target (code objects, line tables, type
+/// names) or checked on every use (where a name sits in a dict).
+#[derive(Default)]
+struct ObjectCaches {
+    code: Mutex<HashMap<u64, Arc<code::CodeInfo>>>,
+    type_names: Mutex<HashMap<u64, crate::model::Text>>,
+    /// Line-table bytes objects by address (shared by code objects).
+    linetables: Mutex<HashMap<u64, Arc<[u8]>>>,
+    /// Type address -> what kind of lock its instances are (if any).
+    lock_kinds: Mutex<HashMap<u64, Option<locks::LockKind>>>,
+    /// Where a name was found in a dict or values array: (store, hash of the name) -> (the name,
+    /// entry index, key object). Checked against the name and the entry on every use, so a
+    /// changed dict just falls back to a scan.
+    found_names: Mutex<HashMap<(u64, u64), (Box<str>, usize, u64)>>,
+}
+
 pub struct PyProcess {
     pub pid: i32,
     /// Target memory behind a snapshot-scoped page cache (see `begin_snapshot`).
@@ -60,16 +76,9 @@ pub struct PyProcess {
     pub debug_offsets: Option<debug_offsets::DebugOffsets>,
     /// Address of the 3.14+ `.AsyncioDebug` section, if the `_asyncio` code is mapped.
     pub asyncio_debug_addr: Option<u64>,
-    code_cache: Mutex<HashMap<u64, Arc<code::CodeInfo>>>,
-    type_name_cache: Mutex<HashMap<u64, crate::model::Text>>,
-    /// Line-table bytes objects by address (shared by code objects).
-    linetables: Mutex<HashMap<u64, Arc<[u8]>>>,
-    /// Type address -> what kind of lock its instances are (if any).
-    lock_kinds: Mutex<HashMap<u64, Option<locks::LockKind>>>,
-    /// Where a name was found in a dict or values array: (store, hash of the name) -> (the name,
-    /// entry index, key object). Checked against the name and the entry on every use, so a
-    /// changed dict just falls back to a scan.
-    found_names: Mutex<HashMap<(u64, u64), (Box<str>, usize, u64)>>,
+    /// What this reader learned of the target's objects (each reader its own: no lock shared
+    /// between threads).
+    caches: ObjectCaches,
     /// Kernel view of the target's threads (live /proc or a core's notes).
     pub os: Arc<dyn crate::source::os::OsView>,
     /// What `snapshot::reuse` keeps between captures by this reader (repeated samples); its
@@ -159,11 +168,7 @@ impl PyProcess {
             layout: file,
             debug_offsets: dbg,
             asyncio_debug_addr,
-            code_cache: Mutex::new(HashMap::default()),
-            type_name_cache: Mutex::new(HashMap::default()),
-            linetables: Mutex::new(HashMap::default()),
-            lock_kinds: Mutex::new(HashMap::default()),
-            found_names: Mutex::new(HashMap::default()),
+            caches: Default::default(),
             os: target.os.clone(),
             kept: Mutex::new(None),
         })
@@ -186,11 +191,7 @@ impl PyProcess {
             layout: self.layout.clone(),
             debug_offsets: self.debug_offsets.clone(),
             asyncio_debug_addr: self.asyncio_debug_addr,
-            code_cache: Mutex::new(HashMap::default()),
-            type_name_cache: Mutex::new(HashMap::default()),
-            linetables: Mutex::new(HashMap::default()),
-            lock_kinds: Mutex::new(HashMap::default()),
-            found_names: Mutex::new(HashMap::default()),
+            caches: Default::default(),
             os: self.os.clone(),
             kept: Mutex::new(None),
         })
@@ -240,11 +241,7 @@ impl PyProcess {
             layout: None,
             debug_offsets: None,
             asyncio_debug_addr: None,
-            code_cache: Mutex::new(HashMap::default()),
-            type_name_cache: Mutex::new(HashMap::default()),
-            linetables: Mutex::new(HashMap::default()),
-            lock_kinds: Mutex::new(HashMap::default()),
-            found_names: Mutex::new(HashMap::default()),
+            caches: Default::default(),
             os,
             kept: Mutex::new(None),
         }

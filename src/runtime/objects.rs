@@ -44,12 +44,12 @@ impl PyProcess {
     /// `type_name` as record text (inline for short names: no allocation per call, which
     /// matters where every task asks, e.g. the type of the primitive it waits on).
     pub fn type_text(&self, ty: u64) -> MemResult<crate::model::Text> {
-        if let Some(n) = crate::sync::lock(&self.type_name_cache).get(&ty) {
+        if let Some(n) = crate::sync::lock(&self.caches.type_names).get(&ty) {
             return Ok(n.clone());
         }
         let p = self.mem().read_u64(ty.wrapping_add(self.off.tp_name))?;
         let name: crate::model::Text = self.read_cstr(p, 256)?.into();
-        crate::sync::lock(&self.type_name_cache).insert(ty, name.clone());
+        crate::sync::lock(&self.caches.type_names).insert(ty, name.clone());
         Ok(name)
     }
 
@@ -302,7 +302,7 @@ impl PyProcess {
         // entry where the name was last found, if the same key object is still there: a dict
         // holds its keys alive, and strings do not change, so that key still spells `name`.
         let cache_key = (id, std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, name));
-        if let Some((n, i, key)) = crate::sync::lock(&self.found_names).get(&cache_key) {
+        if let Some((n, i, key)) = crate::sync::lock(&self.caches.found_names).get(&cache_key) {
             if let Some(&(_, v)) = items.get(*i).filter(|(k, _)| k == key && **n == *name) {
                 return Ok(Some(v));
             }
@@ -319,7 +319,7 @@ impl PyProcess {
             }
             if let Ok(s) = self.read_str_max(k, want + 1) {
                 if s == name {
-                    let mut found = crate::sync::lock(&self.found_names);
+                    let mut found = crate::sync::lock(&self.caches.found_names);
                     if found.len() >= MAX_FOUND_NAMES {
                         found.clear(); // bounded: instance attributes of many objects pass here too
                     }
