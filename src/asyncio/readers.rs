@@ -175,8 +175,8 @@ impl Asyncio<'_> {
     /// sibling reader (`PyProcess::sibling`: same target, own page cache, no lock shared per
     /// read); tasks are independent objects, so no part needs another's walk, and parts joined in
     /// order give what one walk gives. The first error in registry order wins, as in one walk.
-    /// Reads that must stay on one page cache (a paused copy, a recorded footprint) stay on this
-    /// thread.
+    /// A walk that records its footprint (repeated samples) stays on this thread; `--blocking`'s
+    /// copy is shared with the helpers.
     pub(super) fn find_and_read_tasks(
         &self,
         interp: &InterpInfo,

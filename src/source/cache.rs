@@ -40,7 +40,8 @@ struct Pages {
     fetches: usize,
     /// A copy of the target's writable memory taken while it was paused (`--blocking`): reads
     /// it covers are served from it, the rest (code, read-only data) from the target.
-    image: Option<super::image::Image>,
+    /// Shared with the siblings (helper threads decode the same copy).
+    image: Option<Arc<super::image::Image>>,
     /// While set, every page a read touches is remembered with a hash of its bytes (repeated
     /// samples check later whether any of them changed).
     recording: Option<Recording>,
@@ -121,16 +122,16 @@ impl CachedMemory {
     }
 
     /// A second cache over the same memory for a helper thread: its own pages (no lock shared
-    /// per read), the same stop flag, caching now if this one is. `None` while this cache serves
-    /// a paused copy or records a footprint: those describe one walk and stay with one cache.
+    /// per read), the same stop flag and paused copy, caching now if this one is. `None` while
+    /// this cache records a footprint: that describes one walk and stays with one cache.
     pub fn sibling(&self) -> Option<CachedMemory> {
         let p = crate::sync::lock(&self.pages);
-        if p.image.is_some() || p.recording.is_some() {
+        if p.recording.is_some() {
             return None;
         }
         Some(CachedMemory {
             inner: self.inner.clone(),
-            pages: Mutex::new(Pages::default()),
+            pages: Mutex::new(Pages { image: p.image.clone(), ..Pages::default() }),
             enabled: AtomicBool::new(self.enabled.load(Ordering::SeqCst)),
             cancel: self.cancel.clone(),
         })
@@ -177,9 +178,11 @@ impl CachedMemory {
     }
 
     /// Serve reads from `image` where it has the bytes (`None`: from the target again); returns
-    /// the image it replaces.
+    /// the image it replaces (`None` as well while a sibling still holds it: siblings live only
+    /// as long as one read of the tasks).
     pub fn set_image(&self, image: Option<super::image::Image>) -> Option<super::image::Image> {
-        std::mem::replace(&mut crate::sync::lock(&self.pages).image, image)
+        let old = std::mem::replace(&mut crate::sync::lock(&self.pages).image, image.map(Arc::new));
+        old.and_then(|img| Arc::try_unwrap(img).ok())
     }
 
     /// Remember every page read from now on (see `finish_recording`).
