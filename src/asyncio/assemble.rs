@@ -88,7 +88,7 @@ impl Adjacency {
 
 /// A pending task read as its record (thread, edges and lock facts still to come) and its links.
 fn split(t: RawTask, wait: WaitingOn, interp_id: i64) -> (TaskSnap, TaskLinks) {
-    let awaited = t.fut_waiter.or(t.chain.awaited);
+    let awaited = t.awaited();
     let record = TaskSnap {
         id: hex_id(t.addr),
         name: t.name,
@@ -423,7 +423,7 @@ impl Asyncio<'_> {
 
     fn waiting_on(&self, t: &RawTask) -> WaitingOn {
         let py = self.py;
-        let waited = t.fut_waiter.or(t.chain.awaited);
+        let waited = t.awaited();
         let inner = t.chain.frames.first();
         let inner_self = t.chain.coroutines.first().map(|c| c.1).unwrap_or(0);
         let func = inner.map(|f| f.function.rsplit('.').next().unwrap_or("")).unwrap_or("");

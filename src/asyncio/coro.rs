@@ -202,10 +202,7 @@ impl Asyncio<'_> {
     /// per task: copying 512 bytes each showed in `perf` (2 % of the process at 10,101 tasks).
     fn read_object(&self, obj: u64, buf: &mut [u8; 512]) -> MemResult<usize> {
         let iframe_off = self.off.gen_iframe.unwrap_or(72);
-        let frame_size = match self.py.off.frame {
-            crate::runtime::offsets::FrameOffsets::Interp { size, .. } => size,
-            _ => 88,
-        };
+        let frame_size = self.interp_frame_size();
         let min = ((iframe_off + frame_size + 8) as usize).min(buf.len());
         let want = (min + 8 * OBJECT_SLOTS).min(buf.len());
         if self.py.mem().read(obj, &mut buf[..want]).is_ok() {
@@ -224,10 +221,7 @@ impl Asyncio<'_> {
         let py = self.py;
         let o = &self.off;
         let iframe_off = o.gen_iframe.unwrap_or(72);
-        let frame_size = match py.off.frame {
-            crate::runtime::offsets::FrameOffsets::Interp { size, .. } => size,
-            _ => 88,
-        };
+        let frame_size = self.interp_frame_size();
         if b.len() < (iframe_off + frame_size) as usize {
             return Err(MemError::Unmapped(gen));
         }
@@ -361,6 +355,14 @@ impl Asyncio<'_> {
         }
         let raw = mem.read_vec(base, (top - base) as usize)?;
         Ok(crate::source::words(&raw).filter(|v| *v & 3 != 3 && *v > 0x1000).map(|v| v & !3).collect())
+    }
+
+    /// Size of the interpreter frame embedded in a 3.11+ coroutine (its header, before the locals).
+    fn interp_frame_size(&self) -> u64 {
+        match self.py.off.frame {
+            crate::runtime::offsets::FrameOffsets::Interp { size, .. } => size,
+            _ => 88,
+        }
     }
 
     pub(crate) fn code_field(&self) -> u64 {

@@ -53,26 +53,28 @@ impl<'a> Asyncio<'a> {
     pub fn new(py: &'a PyProcess) -> Asyncio<'a> {
         let debug =
             py.asyncio_debug_addr.and_then(|a| py.mem().read_vec(a, 104).ok()).and_then(|b| AsyncioDebug::parse(&b));
-        let off =
-            AsyncioOffsets::resolve(py.version, py.free_threaded, py.layout.as_ref(), debug, py.debug_offsets.as_ref());
-        Asyncio {
-            py,
-            off,
-            kinds: RefCell::new(HashMap::default()),
-            callbacks: RefCell::new(HashMap::default()),
-            frames: RefCell::new(Default::default()),
-            chain_scratch: RefCell::new(Vec::new()),
-            stacks: RefCell::new(HashMap::default()),
-        }
+        let off = AsyncioOffsets::resolve(
+            py.version,
+            py.free_threaded,
+            py.layout.as_deref(),
+            debug,
+            py.debug_offsets.as_ref(),
+        );
+        Asyncio::with(py, off, HashMap::default())
     }
 
     /// A walker over `py` (a sibling reader, see `PyProcess::sibling`) for a helper thread: the
     /// same offsets and type kinds (types are the same objects), its own per-walk caches.
     pub fn helper<'b>(&self, py: &'b PyProcess) -> Asyncio<'b> {
+        Asyncio::with(py, self.off.clone(), self.kinds.borrow().clone())
+    }
+
+    /// A walker with these offsets and type kinds, its per-walk caches empty.
+    fn with<'b>(py: &'b PyProcess, off: AsyncioOffsets, kinds: HashMap<u64, ObjKind>) -> Asyncio<'b> {
         Asyncio {
             py,
-            off: self.off.clone(),
-            kinds: RefCell::new(self.kinds.borrow().clone()),
+            off,
+            kinds: RefCell::new(kinds),
             callbacks: RefCell::new(HashMap::default()),
             frames: RefCell::new(Default::default()),
             chain_scratch: RefCell::new(Vec::new()),

@@ -38,8 +38,13 @@ pub struct RawTask {
     pub python_task: bool,
     /// Why part of the task (its await chain) could not be read.
     pub error: Option<String>,
-    /// What it waits on (decoded right after the task is read).
-    pub wait: crate::model::WaitingOn,
+}
+
+impl RawTask {
+    /// The object the task waits on: its `fut_waiter`, else what its innermost coroutine awaits.
+    pub fn awaited(&self) -> Option<u64> {
+        self.fut_waiter.or(self.chain.awaited)
+    }
 }
 
 /// Follow a task's coroutine; an unreadable link keeps the task, with the error noted.
@@ -112,7 +117,6 @@ impl Asyncio<'_> {
             awaited_by,
             python_task: false,
             error,
-            wait: Default::default(),
         })
     }
 
@@ -160,7 +164,6 @@ impl Asyncio<'_> {
             awaited_by: None,
             python_task: true,
             error,
-            wait: Default::default(),
         })
     }
 

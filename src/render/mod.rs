@@ -2,6 +2,9 @@
 //! Every string from the target passes through `escape` before it reaches a terminal.
 
 pub mod escape;
+pub mod json;
+pub mod tasks;
+pub mod text;
 
 /// Rendered output is handed on in chunks of this size, and the writers it goes to buffer this
 /// much: a chunk passes through them uncopied, and a 100,000-task document (~50–80 MB) never
@@ -35,6 +38,3 @@ pub(crate) fn has_less(w: u64, n: u8) -> bool {
 pub(crate) fn has_byte(w: u64, b: u8) -> bool {
     has_less(w ^ (0x0101_0101_0101_0101 * b as u64), 1)
 }
-pub mod json;
-pub mod tasks;
-pub mod text;

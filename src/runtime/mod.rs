@@ -71,8 +71,8 @@ pub struct PyProcess {
     pub types: TypeAddrs,
     pub executable: String,
     pub library: Option<String>,
-    /// The version's layout data (also used by the asyncio layer).
-    pub layout: Option<layout_file::LayoutFile>,
+    /// The version's layout data (also used by the asyncio layer); shared with sibling readers.
+    pub layout: Option<Arc<layout_file::LayoutFile>>,
     pub debug_offsets: Option<debug_offsets::DebugOffsets>,
     /// Address of the 3.14+ `.AsyncioDebug` section, if the `_asyncio` code is mapped.
     pub asyncio_debug_addr: Option<u64>,
@@ -165,7 +165,7 @@ impl PyProcess {
             types,
             executable: target.exe.clone(),
             library,
-            layout: file,
+            layout: file.map(Arc::new),
             debug_offsets: dbg,
             asyncio_debug_addr,
             caches: Default::default(),
