@@ -105,22 +105,118 @@ impl Drop for Room<'_> {
     }
 }
 
-/// What one part's reader returns: how it ended, the positions it wrote, what did not fit.
-type PartResult = (MemResult<()>, usize, TaskReads);
+/// What one piece's reader returns: where the piece starts in the registry order, how its read
+/// ended, the positions it wrote (from its start), what did not fit.
+struct PieceResult {
+    start: usize,
+    result: MemResult<()>,
+    written: usize,
+    spill: TaskReads,
+}
 
-/// A part handed to a waiting helper: the entries to read and where their records go.
-struct Job<'env> {
-    addrs: Vec<u64>,
+/// Fewest entries handed out at once: a piece's first objects are cold in its reader's page
+/// cache, so pieces much smaller than this cost more in refetched pages than they balance.
+const MIN_PIECE: usize = 256;
+
+/// Which end of the unclaimed entries a reader takes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Front,
+    Back,
+}
+
+/// The entries no reader has claimed yet, with their room in the result. Helpers take pieces
+/// from the front and this thread from the back (the pages the registry walk left in its
+/// cache); pieces shrink as the entries run out (half the remaining share per reader), so the
+/// readers finish together however fast each one turns out to be: two threads of one part each
+/// finished 2-5 ms apart here (other work on the CPUs, a cold cache), and the walk waits for
+/// the last. Each reader's pieces from one end are contiguous, so its cache stays warm.
+struct Pool<'env> {
+    addrs: std::sync::Arc<[u64]>,
+    /// Unclaimed entries: positions `front..back` of `addrs`, and their room.
+    front: usize,
+    back: usize,
+    records: &'env mut [MaybeUninit<TaskSnap>],
+    links: &'env mut [MaybeUninit<TaskLinks>],
+    readers: usize,
+    /// Start of the earliest piece whose read failed: pieces after it are not handed out (their
+    /// errors could not be the first in registry order, and their records are not kept).
+    failed_at: usize,
+}
+
+/// A claimed piece: its first position, its entries and their room.
+struct Piece<'env> {
+    start: usize,
+    addrs: std::sync::Arc<[u64]>,
+    end: usize,
     room: Room<'env>,
 }
 
-/// Helper threads started before the registries are walked, each waiting for its part. A thread
-/// started when the work is ready waited 1-4 ms for a CPU here (the scheduler leaves a new thread
-/// beside its parent until the next balancing); one that is already waiting is woken on an idle
-/// CPU at once. Dropping a job's sender ends its helper with nothing read.
+impl<'env> Pool<'env> {
+    /// The next piece from `end`, or `None` when there is nothing left worth reading.
+    fn claim(&mut self, end: End) -> Option<Piece<'env>> {
+        let left = self.back - self.front;
+        if left == 0 {
+            return None;
+        }
+        let size = (left / (2 * self.readers.max(1))).max(MIN_PIECE).min(left);
+        let (start, records, links) = match end {
+            End::Front => {
+                let (r, rest) = std::mem::take(&mut self.records).split_at_mut(size);
+                let (l, lrest) = std::mem::take(&mut self.links).split_at_mut(size);
+                self.records = rest;
+                self.links = lrest;
+                self.front += size;
+                (self.front - size, r, l)
+            }
+            End::Back => {
+                let keep = left - size;
+                let (rest, r) = std::mem::take(&mut self.records).split_at_mut(keep);
+                let (lrest, l) = std::mem::take(&mut self.links).split_at_mut(keep);
+                self.records = rest;
+                self.links = lrest;
+                self.back -= size;
+                (self.back, r, l)
+            }
+        };
+        if start > self.failed_at {
+            return None;
+        }
+        Some(Piece { start, addrs: self.addrs.clone(), end: start + size, room: Room::new(records, links) })
+    }
+}
+
+/// Claim and read pieces from `end` of the shared pool until it is empty (or a read failed
+/// before the next piece): each piece's result.
+fn read_pieces<'env>(
+    aio: &Asyncio<'_>,
+    pool: &std::sync::Mutex<Pool<'env>>,
+    end: End,
+    tolerate: bool,
+    interp_id: i64,
+) -> Vec<PieceResult> {
+    let mut out = Vec::new();
+    loop {
+        let piece = crate::sync::lock(pool).claim(end);
+        let Some(mut piece) = piece else { break };
+        let result = aio.read_part(&piece.addrs[piece.start..piece.end], tolerate, interp_id, &mut piece.room);
+        if result.is_err() {
+            let mut p = crate::sync::lock(pool);
+            p.failed_at = p.failed_at.min(piece.start);
+        }
+        let (written, spill) = piece.room.finish();
+        out.push(PieceResult { start: piece.start, result, written, spill });
+    }
+    out
+}
+
+/// Helper threads started before the registries are walked, each waiting for the pool of
+/// entries. A thread started when the work is ready waited 1-4 ms for a CPU here (the scheduler
+/// leaves a new thread beside its parent until the next balancing); one that is already waiting
+/// is woken on an idle CPU at once. Dropping a sender ends its helper with nothing read.
 struct Crew<'scope, 'env> {
-    jobs: Vec<mpsc::Sender<Job<'env>>>,
-    running: Vec<std::thread::ScopedJoinHandle<'scope, PartResult>>,
+    jobs: Vec<mpsc::Sender<std::sync::Arc<std::sync::Mutex<Pool<'env>>>>>,
+    running: Vec<std::thread::ScopedJoinHandle<'scope, Vec<PieceResult>>>,
 }
 
 impl<'scope, 'env> Crew<'scope, 'env> {
@@ -133,17 +229,15 @@ impl<'scope, 'env> Crew<'scope, 'env> {
     ) -> Crew<'scope, 'env> {
         let mut crew = Crew { jobs: Vec::new(), running: Vec::new() };
         for aio in walkers {
-            let (tx, rx) = mpsc::channel::<Job<'env>>();
+            let (tx, rx) = mpsc::channel::<std::sync::Arc<std::sync::Mutex<Pool<'env>>>>();
             crew.jobs.push(tx);
             crew.running.push(s.spawn(move || {
                 let r = match rx.recv() {
-                    Ok(mut job) => {
-                        let _phase = crate::timing::Phase::start("tasks: read (helper's part)");
-                        let r = aio.read_part(&job.addrs, tolerate, interp_id, &mut job.room);
-                        let (n, spill) = job.room.finish();
-                        (r, n, spill)
+                    Ok(pool) => {
+                        let _phase = crate::timing::Phase::start("tasks: read (helper's pieces)");
+                        read_pieces(&aio, &pool, End::Front, tolerate, interp_id)
                     }
-                    Err(_) => (Ok(()), 0, Default::default()),
+                    Err(_) => Vec::new(),
                 };
                 aio.py.end_snapshot();
                 r
@@ -152,18 +246,23 @@ impl<'scope, 'env> Crew<'scope, 'env> {
         crew
     }
 
-    /// Every helper's result in part order (an idle helper's is empty). A reader that panicked
-    /// dropped what it wrote (`Room`'s drop): nothing to keep.
-    fn finish(self) -> Vec<PartResult> {
+    /// Every helper's pieces. A reader that panicked dropped what it wrote (`Room`'s drop) and
+    /// left its pieces unread: reported as a failure at the first position.
+    fn finish(self) -> Vec<PieceResult> {
         drop(self.jobs);
-        self.running
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    (Err(MemError::Other("a task reader thread failed".into())), 0, Default::default())
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for h in self.running {
+            match h.join() {
+                Ok(pieces) => out.extend(pieces),
+                Err(_) => out.push(PieceResult {
+                    start: 0,
+                    result: Err(MemError::Other("a task reader thread failed".into())),
+                    written: 0,
+                    spill: Default::default(),
+                }),
+            }
+        }
+        out
     }
 }
 
@@ -171,12 +270,12 @@ impl Asyncio<'_> {
     /// Find the tasks of `interp` in its registries and read them: their records and links in
     /// registry order, and the entries that could not be read.
     ///
-    /// With many tasks and spare CPUs, consecutive parts go to helper threads, each with a
-    /// sibling reader (`PyProcess::sibling`: same target, own page cache, no lock shared per
-    /// read); tasks are independent objects, so no part needs another's walk, and parts joined in
-    /// order give what one walk gives. The first error in registry order wins, as in one walk.
-    /// A walk that records its footprint (repeated samples) stays on this thread; `--blocking`'s
-    /// copy is shared with the helpers.
+    /// With many tasks and spare CPUs, helper threads share the reading (pieces of consecutive
+    /// entries, see `Pool`), each with a sibling reader (`PyProcess::sibling`: same target, own
+    /// page cache, no lock shared per read); tasks are independent objects, so no piece needs
+    /// another's walk, and pieces joined in order give what one walk gives. The first error in
+    /// registry order wins, as in one walk. A walk that records its footprint (repeated samples)
+    /// stays on this thread; `--blocking`'s copy is shared with the helpers.
     pub(super) fn find_and_read_tasks(
         &self,
         interp: &InterpInfo,
@@ -187,7 +286,7 @@ impl Asyncio<'_> {
         // Helpers are started before the walk (see `Crew`), as many as the most tasks would use.
         let siblings: Vec<PyProcess> = (1..readers_for(usize::MAX, cpus)).map_while(|_| self.py.sibling()).collect();
         let mut out: TaskReads = Default::default();
-        let (found, parts) = std::thread::scope(|s| -> MemResult<_> {
+        let (found, pieces) = std::thread::scope(|s| -> MemResult<_> {
             let walkers = siblings.iter().map(|py| self.helper(py)).collect();
             let crew = Crew::start(s, walkers, tolerate, interp.id);
             let found = {
@@ -195,18 +294,18 @@ impl Asyncio<'_> {
                 self.task_addresses(interp, tstates, tolerate)?
             };
             let _phase = crate::timing::Phase::start("tasks: read");
-            let parts = self.read_tasks(&found.tasks, tolerate, interp.id, cpus, crew, &mut out)?;
-            Ok((found, parts))
+            let pieces = self.read_tasks(&found.tasks, tolerate, interp.id, cpus, crew, &mut out)?;
+            Ok((found, pieces))
         })?;
-        if let Some((results, part_len)) = parts {
-            join_parts(results, part_len, &mut out)?;
+        if let Some(pieces) = pieces {
+            join_pieces(pieces, &mut out)?;
         }
         Ok((found, out))
     }
 
     /// Read the tasks at `addrs` into `out` (empty), sharing the work with `crew`: `None` when
-    /// this thread read them all, else each part's result and the part length, for `join_parts`
-    /// once the helpers are done with `out`'s room.
+    /// this thread read them all, else every piece's result, for `join_pieces` once the helpers
+    /// are done with `out`'s room.
     fn read_tasks<'env>(
         &self,
         addrs: &[u64],
@@ -215,7 +314,7 @@ impl Asyncio<'_> {
         cpus: usize,
         crew: Crew<'_, 'env>,
         out: &'env mut TaskReads,
-    ) -> MemResult<Option<(Vec<PartResult>, usize)>> {
+    ) -> MemResult<Option<Vec<PieceResult>>> {
         out.0.reserve(addrs.len());
         out.1.reserve(addrs.len());
         let readers = readers_for(addrs.len(), cpus).min(crew.jobs.len() + 1);
@@ -223,57 +322,52 @@ impl Asyncio<'_> {
             drop(crew.finish());
             return self.read_part(addrs, tolerate, interp_id, out).map(|_| None);
         }
-        // Part i writes positions i * part_len onwards of the reserved room; the helpers take the
-        // first parts, this thread the last: the registry walk just went through those tasks, so
-        // the pages holding them are the ones its page cache still has.
-        let part_len = addrs.len().div_ceil(readers);
-        let parts: Vec<&[u64]> = addrs.chunks(part_len).collect();
         let (records, links, _) = out;
-        let mut record_room = Vec::spare_capacity_mut(records)[..addrs.len()].chunks_mut(part_len);
-        let mut link_room = Vec::spare_capacity_mut(links)[..addrs.len()].chunks_mut(part_len);
-        let mut rooms: Vec<Room<'env>> = parts
-            .iter()
-            .map(|_| Room::new(record_room.next().unwrap_or_default(), link_room.next().unwrap_or_default()))
-            .collect();
-        // (One room per part; an empty one would only send its records to the spill.)
-        let mut mine = rooms.pop().unwrap_or_else(|| Room::new(&mut [], &mut []));
-        for ((tx, part), room) in crew.jobs.iter().zip(&parts).zip(rooms) {
-            // Only a helper that panicked can be gone: the job comes back unread (its room holds
-            // nothing) and the helper's join reports the failure.
-            let _ = tx.send(Job { addrs: part.to_vec(), room });
+        let pool = std::sync::Arc::new(std::sync::Mutex::new(Pool {
+            addrs: addrs.into(),
+            front: 0,
+            back: addrs.len(),
+            records: &mut Vec::spare_capacity_mut(records)[..addrs.len()],
+            links: &mut Vec::spare_capacity_mut(links)[..addrs.len()],
+            readers,
+            failed_at: usize::MAX,
+        }));
+        for tx in crew.jobs.iter().take(readers - 1) {
+            // Only a helper that panicked can be gone: its join reports the failure.
+            let _ = tx.send(pool.clone());
         }
-        let last = {
-            let _phase = crate::timing::Phase::start("tasks: read (last part)");
-            self.read_part(parts.last().copied().unwrap_or_default(), tolerate, interp_id, &mut mine)
+        let mine = {
+            let _phase = crate::timing::Phase::start("tasks: read (this thread's pieces)");
+            read_pieces(self, &pool, End::Back, tolerate, interp_id)
         };
-        let (n, spill) = mine.finish();
-        let mut results = crew.finish();
-        results.truncate(parts.len() - 1);
-        results.push((last, n, spill));
-        Ok(Some((results, part_len)))
+        let mut pieces = crew.finish();
+        pieces.extend(mine);
+        Ok(Some(pieces))
     }
 }
 
-/// Join the parts read into `out`'s reserved room (part i from position i * part_len): close the
-/// gaps between their written positions and own them (also when a part failed: what was written
-/// is dropped with `out`, not leaked), then append what did not fit. The first error in part
-/// order is returned.
-fn join_parts(results: Vec<PartResult>, part_len: usize, out: &mut TaskReads) -> MemResult<()> {
+/// Join the pieces read into `out`'s reserved room (each from its start position): in registry
+/// order, close the gaps between their written positions and own them (also when a piece
+/// failed: what was written is dropped with `out`, not leaked), then append what did not fit.
+/// The first error in registry order is returned.
+fn join_pieces(mut pieces: Vec<PieceResult>, out: &mut TaskReads) -> MemResult<()> {
+    pieces.sort_by_key(|p| p.start);
     let mut len = 0usize;
-    for (i, (_, n, _)) in results.iter().enumerate() {
-        let start = i * part_len;
-        let n = (*n).min(part_len);
-        if start + n > out.0.capacity() || start + n > out.1.capacity() {
+    for p in &pieces {
+        // Pieces do not overlap (each position is claimed once, and a piece writes at most its
+        // own size); a failed thread's marker wrote nothing.
+        let n = p.written;
+        if p.start + n > out.0.capacity() || p.start + n > out.1.capacity() {
             break;
         }
-        if start != len {
+        if p.start != len {
             // SAFETY: positions start..start+n of both vectors' reserved room were initialised by
-            // part i (within capacity, checked above); len <= start, so the destination is reserved
-            // room too, and ptr::copy allows overlap. The moved-from positions lie past the new
-            // length and are not read again.
+            // this piece (within capacity, checked above); len <= start (pieces in order, each
+            // after the last), so the destination is reserved room too, and ptr::copy allows
+            // overlap. The moved-from positions lie past the new length and are not read again.
             unsafe {
-                std::ptr::copy(out.0.as_ptr().add(start), out.0.as_mut_ptr().add(len), n);
-                std::ptr::copy(out.1.as_ptr().add(start), out.1.as_mut_ptr().add(len), n);
+                std::ptr::copy(out.0.as_ptr().add(p.start), out.0.as_mut_ptr().add(len), n);
+                std::ptr::copy(out.1.as_ptr().add(p.start), out.1.as_mut_ptr().add(len), n);
             }
         }
         len += n;
@@ -284,13 +378,13 @@ fn join_parts(results: Vec<PartResult>, part_len: usize, out: &mut TaskReads) ->
         out.1.set_len(len);
     }
     let mut first_error = None;
-    for (r, _, spill) in results {
-        if let Err(e) = r {
+    for p in pieces {
+        if let Err(e) = p.result {
             first_error.get_or_insert(e);
         }
-        out.0.extend(spill.0);
-        out.1.extend(spill.1);
-        out.2.extend(spill.2);
+        out.0.extend(p.spill.0);
+        out.1.extend(p.spill.1);
+        out.2.extend(p.spill.2);
     }
     match first_error {
         Some(e) => Err(e),
@@ -311,5 +405,94 @@ mod tests {
         assert_eq!(readers_for(TASKS_PER_READER * 3, 8), 3);
         assert_eq!(readers_for(0, 8), 1);
         assert_eq!(readers_for(10, 0), 1);
+    }
+
+    /// Claims from both ends until the pool is empty; returns each piece's (start, end).
+    fn claims(n: usize, readers: usize, failed_at: usize, out: &mut TaskReads) -> Vec<(usize, usize)> {
+        out.0.reserve(n);
+        out.1.reserve(n);
+        let (records, links, _) = out;
+        let mut pool = Pool {
+            addrs: (0..n as u64).collect::<Vec<_>>().into(),
+            front: 0,
+            back: n,
+            records: &mut Vec::spare_capacity_mut(records)[..n],
+            links: &mut Vec::spare_capacity_mut(links)[..n],
+            readers,
+            failed_at,
+        };
+        // Each end is claimed from until it gets nothing, alternately (as two readers would).
+        let mut got = Vec::new();
+        let mut open = [End::Front, End::Back].to_vec();
+        while !open.is_empty() {
+            open.retain(|&end| match pool.claim(end) {
+                Some(p) => {
+                    assert_eq!(p.room.records.len(), p.end - p.start);
+                    assert_eq!(p.room.links.len(), p.end - p.start);
+                    assert_eq!(p.addrs[p.start], p.start as u64);
+                    got.push((p.start, p.end));
+                    true
+                }
+                None => false,
+            });
+        }
+        got
+    }
+
+    #[test]
+    fn pool_hands_out_every_entry_once_in_shrinking_pieces() {
+        for (n, readers) in [(10_101, 2), (100_000, 4), (4_000, 2), (300, 2), (1, 3)] {
+            let mut pieces = claims(n, readers, usize::MAX, &mut Default::default());
+            // From the front the pieces shrink, and only the last one may be under MIN_PIECE.
+            let sizes: Vec<usize> = pieces.iter().map(|(a, b)| b - a).collect();
+            assert!(sizes.iter().rev().skip(1).all(|s| *s >= MIN_PIECE.min(n)), "{sizes:?}");
+            assert!(sizes[0] <= n / (2 * readers) + MIN_PIECE, "{sizes:?}");
+            pieces.sort();
+            let mut at = 0;
+            for (a, b) in pieces {
+                assert_eq!(a, at, "pieces must tile 0..{n}");
+                at = b;
+            }
+            assert_eq!(at, n);
+        }
+    }
+
+    #[test]
+    fn pool_stops_handing_out_pieces_after_a_failed_one() {
+        let pieces = claims(10_000, 2, 3_000, &mut Default::default());
+        assert!(pieces.iter().all(|(a, _)| *a <= 3_000), "{pieces:?}");
+        assert!(pieces.iter().any(|(a, b)| *a <= 2_999 && 2_999 < *b), "entries before the failure are still read");
+    }
+
+    #[test]
+    fn joined_pieces_keep_registry_order_and_close_gaps() {
+        let n = 1000;
+        let mut out: TaskReads = Default::default();
+        let pieces = claims(n, 2, usize::MAX, &mut out);
+        // Write every piece's room, leaving its last entry unwritten (a task no longer pending).
+        let mut results = Vec::new();
+        {
+            let (records, links, _) = &mut out;
+            let recs = Vec::spare_capacity_mut(records);
+            let lks = Vec::spare_capacity_mut(links);
+            for &(a, b) in &pieces {
+                let mut room = Room::new(&mut recs[a..b], &mut lks[a..b]);
+                for i in a..b - 1 {
+                    room.task(
+                        TaskSnap { name: format!("t{i}").into(), ..Default::default() },
+                        TaskLinks { addr: i as u64, ..Default::default() },
+                    );
+                }
+                let (written, spill) = room.finish();
+                results.push(PieceResult { start: a, result: Ok(()), written, spill });
+            }
+        }
+        results.reverse();
+        join_pieces(results, &mut out).unwrap();
+        let want: Vec<u64> = pieces.iter().flat_map(|&(a, b)| (a..b - 1).map(|i| i as u64)).collect();
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(out.1.iter().map(|l| l.addr).collect::<Vec<_>>(), sorted);
+        assert!(out.0.iter().zip(&out.1).all(|(r, l)| r.name == format!("t{}", l.addr)));
     }
 }
