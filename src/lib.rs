@@ -7,6 +7,7 @@ pub mod commands;
 pub mod error;
 pub mod heap;
 pub mod model;
+pub mod placement;
 pub mod render;
 pub mod runtime;
 pub mod snapshot;

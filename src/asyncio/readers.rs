@@ -216,6 +216,8 @@ fn read_pieces<'env>(
 /// is woken on an idle CPU at once. Dropping a sender ends its helper with nothing read.
 struct Crew<'scope, 'env> {
     jobs: Vec<mpsc::Sender<std::sync::Arc<std::sync::Mutex<Pool<'env>>>>>,
+    /// Each helper's placement, once it has started (see `crate::placement`).
+    placements: Vec<std::sync::Arc<std::sync::OnceLock<crate::placement::Placement>>>,
     running: Vec<std::thread::ScopedJoinHandle<'scope, Vec<PieceResult>>>,
 }
 
@@ -227,13 +229,21 @@ impl<'scope, 'env> Crew<'scope, 'env> {
         tolerate: bool,
         interp_id: i64,
     ) -> Crew<'scope, 'env> {
-        let mut crew = Crew { jobs: Vec::new(), running: Vec::new() };
+        let mut crew = Crew { jobs: Vec::new(), placements: Vec::new(), running: Vec::new() };
         for aio in walkers {
             let (tx, rx) = mpsc::channel::<std::sync::Arc<std::sync::Mutex<Pool<'env>>>>();
             crew.jobs.push(tx);
+            let placement = std::sync::Arc::new(std::sync::OnceLock::new());
+            crew.placements.push(placement.clone());
             crew.running.push(s.spawn(move || {
+                if let Some(p) = crate::placement::Placement::of_this_thread() {
+                    let _ = placement.set(p);
+                }
                 let r = match rx.recv() {
                     Ok(pool) => {
+                        if let Some(p) = placement.get() {
+                            p.restore();
+                        }
                         let _phase = crate::timing::Phase::start("tasks: read (helper's pieces)");
                         read_pieces(&aio, &pool, End::Front, tolerate, interp_id)
                     }
@@ -332,7 +342,10 @@ impl Asyncio<'_> {
             readers,
             failed_at: usize::MAX,
         }));
-        for tx in crew.jobs.iter().take(readers - 1) {
+        for (tx, placement) in crew.jobs.iter().zip(&crew.placements).take(readers - 1) {
+            if let Some(p) = placement.get() {
+                p.keep_off_callers_cpu();
+            }
             // Only a helper that panicked can be gone: its join reports the failure.
             let _ = tx.send(pool.clone());
         }
