@@ -145,13 +145,20 @@ struct Ids<'a> {
 impl<'a> Ids<'a> {
     fn new(tasks: &'a [TaskSnap]) -> Ids<'a> {
         let pos: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
-        let keys = tasks.iter().enumerate().map(|(i, t)| pos.get(t.id.as_str()).copied().unwrap_or(i)).collect();
+        // Every id once (any live capture): each record keeps its own marks, no second lookup
+        // per record.
+        let keys = if pos.len() == tasks.len() {
+            Vec::new()
+        } else {
+            tasks.iter().enumerate().map(|(i, t)| pos.get(t.id.as_str()).copied().unwrap_or(i)).collect()
+        };
         Ids { tasks, pos, keys }
     }
     fn get(&self, id: &str) -> Option<usize> {
         self.pos.get(id).copied()
     }
-    /// The position marks of record `i` are kept under (its id's last record).
+    /// The position marks of record `i` are kept under (its id's last record; itself when
+    /// every id is listed once).
     fn key(&self, i: usize) -> usize {
         self.keys.get(i).copied().unwrap_or(i)
     }
@@ -229,6 +236,17 @@ fn node(t: &TaskSnap) -> TreeNode {
     }
 }
 
+/// A node to be expanded, with room for a child per task it awaits (a TaskGroup's 100 children
+/// pushed one by one moved each node about twice while the list grew).
+fn node_with_room(t: &TaskSnap) -> TreeNode {
+    let mut n = node(t);
+    n.children.reserve_exact(t.awaiting.len().min(MAX_RESERVED_CHILDREN));
+    n
+}
+
+/// Most children room is made for up front (a hostile snapshot may list millions).
+const MAX_RESERVED_CHILDREN: usize = 1 << 16;
+
 /// Depth-first drawing of record `root` with an explicit stack. Subtrees deeper than
 /// MAX_TREE_DEPTH are queued in `deferred` and drawn as their own roots.
 /// `on_path` is all false on entry and on return (shared by every call: one list per build).
@@ -241,7 +259,7 @@ fn draw(root: usize, ids: &Ids, drawn: &mut [bool], on_path: &mut [bool], deferr
     let tasks = ids.tasks;
     drawn[ids.key(root)] = true;
     on_path[ids.key(root)] = true;
-    let mut stack: Vec<Frame> = vec![Frame { task: root, node: node(&tasks[root]), next_child: 0 }];
+    let mut stack: Vec<Frame> = vec![Frame { task: root, node: node_with_room(&tasks[root]), next_child: 0 }];
     loop {
         let depth = stack.len();
         let Some(top) = stack.last_mut() else { break };
@@ -266,7 +284,7 @@ fn draw(root: usize, ids: &Ids, drawn: &mut [bool], on_path: &mut [bool], deferr
             } else {
                 drawn[child] = true;
                 on_path[child] = true;
-                stack.push(Frame { task: child, node: node(&tasks[child]), next_child: 0 });
+                stack.push(Frame { task: child, node: node_with_room(&tasks[child]), next_child: 0 });
             }
         } else if let Some(done) = stack.pop() {
             on_path[ids.key(done.task)] = false;
