@@ -49,73 +49,138 @@ impl GenFrame {
     }
 }
 
+/// One await chain being followed, link by link (see `Asyncio::chain_step`): many tasks' chains
+/// advance together, one link each per step, so the objects of a step can be fetched at once.
+pub(super) struct ChainWalk {
+    /// The task's own coroutine.
+    coro: u64,
+    /// The object the next step reads.
+    obj: u64,
+    chain: AwaitChain,
+    /// Coroutine frames so far, innermost last.
+    frames: Vec<Frame>,
+    steps: usize,
+    done: bool,
+    /// 3.11+: one copy of each object serves its type, its state and its embedded frame (one
+    /// buffer per walk: zeroing it per link cost as much as copying into it).
+    buf: [u8; 512],
+}
+
+impl ChainWalk {
+    /// Whether the chain has ended (its last link read, or MAX_CHAIN reached).
+    pub(super) fn done(&self) -> bool {
+        self.done
+    }
+}
+
 impl Asyncio<'_> {
     pub fn await_chain(&self, coro: u64) -> MemResult<AwaitChain> {
-        let mut chain = AwaitChain::default();
         // The walker's scratch list (taken, so nothing stays borrowed): no buffer per chain.
-        let mut frames = std::mem::take(&mut *self.chain_scratch.borrow_mut());
+        let mut w = self.chain_start(coro, std::mem::take(&mut *self.chain_scratch.borrow_mut()));
+        while !w.done {
+            self.chain_step(&mut w)?;
+        }
+        let (chain, frames) = self.chain_finish(w);
+        *self.chain_scratch.borrow_mut() = frames;
+        Ok(chain)
+    }
+
+    /// A walk from a task's coroutine, collecting frames into `frames` (emptied first).
+    pub(super) fn chain_start(&self, coro: u64, mut frames: Vec<Frame>) -> ChainWalk {
         frames.clear();
-        let mut obj = coro;
-        // 3.11+: one copy of each object serves its type, its state and its embedded frame (one
-        // buffer for the whole chain: zeroing it per link cost as much as copying into it).
-        let mut buf = [0u8; 512];
-        for _ in 0..MAX_CHAIN {
-            let mut len = 0usize;
-            let kind = if self.off.gen_iframe.is_some() {
-                len = self.read_object(obj, &mut buf)?;
-                self.kind_of_type(buf[..len].u64_at(self.py.off.ob_type))
-            } else {
-                // The task's own coroutine must be readable; a later link that is not is simply
-                // where the chain ends (an awaited object of unknown kind).
-                match self.py.ob_type(obj) {
-                    Ok(ty) => self.kind_of_type(ty),
-                    Err(e) if obj == coro => return Err(e),
-                    Err(_) => ObjKind::Other,
+        ChainWalk { coro, obj: coro, chain: AwaitChain::default(), frames, steps: 0, done: false, buf: [0u8; 512] }
+    }
+
+    /// What the next step of `w` reads: the object's first bytes (see `read_object`).
+    pub(super) fn chain_next_range(&self, w: &ChainWalk) -> (u64, usize) {
+        if self.off.gen_iframe.is_some() {
+            (w.obj, self.object_read_len())
+        } else {
+            (w.obj, 32)
+        }
+    }
+
+    /// Follow one link of `w`: read its current object and decode it (a coroutine's frame and
+    /// what it awaits, or the future at the chain's end). An error ends the walk.
+    pub(super) fn chain_step(&self, w: &mut ChainWalk) -> MemResult<()> {
+        if w.done {
+            return Ok(());
+        }
+        if w.steps >= MAX_CHAIN {
+            w.done = true;
+            return Ok(());
+        }
+        w.steps += 1;
+        let (coro, obj) = (w.coro, w.obj);
+        let r = self.chain_link(w, coro, obj);
+        if r.is_err() {
+            w.done = true;
+        }
+        r
+    }
+
+    fn chain_link(&self, w: &mut ChainWalk, coro: u64, obj: u64) -> MemResult<()> {
+        let mut len = 0usize;
+        let kind = if self.off.gen_iframe.is_some() {
+            len = self.read_object(obj, &mut w.buf)?;
+            self.kind_of_type(w.buf[..len].u64_at(self.py.off.ob_type))
+        } else {
+            // The task's own coroutine must be readable; a later link that is not is simply
+            // where the chain ends (an awaited object of unknown kind).
+            match self.py.ob_type(obj) {
+                Ok(ty) => self.kind_of_type(ty),
+                Err(e) if obj == coro => return Err(e),
+                Err(_) => ObjKind::Other,
+            }
+        };
+        let chain = &mut w.chain;
+        match kind {
+            ObjKind::Coroutine | ObjKind::Generator => {
+                let g = match self.off.gen_iframe {
+                    // 3.11+: the frame lives inside the coroutine: one read decodes it all.
+                    Some(_) => self.embedded_gen_frame(obj, &w.buf[..len])?,
+                    None => self.frame_object_gen(obj)?,
+                };
+                if let Some(f) = g.frame {
+                    w.frames.push(f);
+                    chain.coroutines.push((obj, g.first_local));
+                    chain.point = g.point;
                 }
-            };
-            match kind {
-                ObjKind::Coroutine | ObjKind::Generator => {
-                    let g = match self.off.gen_iframe {
-                        // 3.11+: the frame lives inside the coroutine: one read decodes it all.
-                        Some(_) => self.embedded_gen_frame(obj, &buf[..len])?,
-                        None => self.frame_object_gen(obj)?,
-                    };
-                    if let Some(f) = g.frame {
-                        frames.push(f);
-                        chain.coroutines.push((obj, g.first_local));
-                        chain.point = g.point;
-                    }
-                    chain.running |= g.running;
-                    match g.awaited {
-                        Some(next) => obj = next,
-                        None => break,
-                    }
-                }
-                ObjKind::FutureIter => {
-                    let fut = if len > 0 {
-                        buf[..len].u64_at(self.off.futureiter_future)
-                    } else {
-                        self.py.mem().read_u64(obj + self.off.futureiter_future)?
-                    };
-                    chain.awaited = (fut != 0).then_some(fut);
-                    break;
-                }
-                ObjKind::Task | ObjKind::Future | ObjKind::GatheringFuture | ObjKind::PyTask | ObjKind::PyFuture => {
-                    chain.awaited = Some(obj);
-                    break;
-                }
-                _ => {
-                    if obj != coro {
-                        chain.awaited = Some(obj);
-                    }
-                    break;
+                chain.running |= g.running;
+                match g.awaited {
+                    Some(next) => w.obj = next,
+                    None => w.done = true,
                 }
             }
+            ObjKind::FutureIter => {
+                let fut = if len > 0 {
+                    w.buf[..len].u64_at(self.off.futureiter_future)
+                } else {
+                    self.py.mem().read_u64(obj + self.off.futureiter_future)?
+                };
+                chain.awaited = (fut != 0).then_some(fut);
+                w.done = true;
+            }
+            ObjKind::Task | ObjKind::Future | ObjKind::GatheringFuture | ObjKind::PyTask | ObjKind::PyFuture => {
+                chain.awaited = Some(obj);
+                w.done = true;
+            }
+            _ => {
+                if obj != coro {
+                    chain.awaited = Some(obj);
+                }
+                w.done = true;
+            }
         }
+        Ok(())
+    }
+
+    /// The chain a finished walk followed, and its frame list back (empty, for the next walk).
+    pub(super) fn chain_finish(&self, w: ChainWalk) -> (AwaitChain, Vec<Frame>) {
+        let ChainWalk { mut chain, mut frames, .. } = w;
         chain.frames = self.shared_stack(&mut frames);
-        *self.chain_scratch.borrow_mut() = frames;
         chain.coroutines.reverse();
-        Ok(chain)
+        (chain, frames)
     }
 
     /// The coroutine stack of `frames` (collected innermost last) as a shared list, innermost first:
@@ -201,10 +266,8 @@ impl Asyncio<'_> {
     /// `embedded_gen_frame`); near the end of a mapping, just the header and frame. Five of these
     /// per task: copying 512 bytes each showed in `perf` (2 % of the process at 10,101 tasks).
     fn read_object(&self, obj: u64, buf: &mut [u8; 512]) -> MemResult<usize> {
-        let iframe_off = self.off.gen_iframe.unwrap_or(72);
-        let frame_size = self.interp_frame_size();
-        let min = ((iframe_off + frame_size + 8) as usize).min(buf.len());
-        let want = (min + 8 * OBJECT_SLOTS).min(buf.len());
+        let min = self.object_min_len().min(buf.len());
+        let want = self.object_read_len().min(buf.len());
         if self.py.mem().read(obj, &mut buf[..want]).is_ok() {
             return Ok(want);
         }
@@ -213,6 +276,17 @@ impl Asyncio<'_> {
         }
         self.py.mem().read(obj, &mut buf[..32])?;
         Ok(32)
+    }
+
+    /// The bytes `read_object` copies when it can: the object's header, its embedded frame and
+    /// OBJECT_SLOTS slots past it.
+    fn object_read_len(&self) -> usize {
+        (self.object_min_len() + 8 * OBJECT_SLOTS).min(512)
+    }
+
+    /// The header and embedded frame alone (copied near the end of a mapping).
+    fn object_min_len(&self) -> usize {
+        (self.off.gen_iframe.unwrap_or(72) + self.interp_frame_size() + 8) as usize
     }
 
     /// 3.11+: decode a coroutine/generator and its embedded frame from one copy of the object:

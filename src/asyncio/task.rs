@@ -47,6 +47,25 @@ impl RawTask {
     }
 }
 
+/// A C task's own fields, read before its await chain is followed.
+pub(super) struct CTaskHead {
+    addr: u64,
+    state: FutState,
+    pub(super) name_obj: u64,
+    pub(super) coro: u64,
+    waiter: u64,
+    loop_addr: u64,
+    /// 3.14+: `fut_awaited_by` and whether it is a set.
+    awaited_by: Option<(u64, bool)>,
+}
+
+impl CTaskHead {
+    /// Whether the task's coroutine is followed (pending tasks only).
+    pub(super) fn follows_chain(&self) -> bool {
+        self.coro != 0 && self.state == FutState::Pending
+    }
+}
+
 /// Follow a task's coroutine; an unreadable link keeps the task, with the error noted.
 fn chain_or_error(r: MemResult<AwaitChain>) -> MemResult<(AwaitChain, Option<String>)> {
     match r {
@@ -72,6 +91,13 @@ impl Asyncio<'_> {
     /// A C task from the copy of its fields (`task_bytes`; the caller has read it already to
     /// learn the object's type, so the task costs one read, not two).
     pub(super) fn read_c_task(&self, addr: u64, b: &[u8]) -> MemResult<RawTask> {
+        let head = self.c_task_head(addr, b)?;
+        let chain = head.follows_chain().then(|| self.await_chain(head.coro));
+        self.c_task_finish(head, chain)
+    }
+
+    /// A C task's own fields, from the copy of them (`task_bytes`).
+    pub(super) fn c_task_head(&self, addr: u64, b: &[u8]) -> MemResult<CTaskHead> {
         let o = &self.off;
         if b.len() < o.task_read_size as usize {
             return Err(crate::source::MemError::Unmapped(addr));
@@ -81,36 +107,46 @@ impl Asyncio<'_> {
             1 => FutState::Cancelled,
             _ => FutState::Finished,
         };
-        let name_obj = b.u64_at(o.task_name);
-
-        let coro = b.u64_at(o.task_coro);
-        let waiter = b.u64_at(o.task_fut_waiter);
-        let (chain, mut error) = if coro != 0 && state == FutState::Pending {
-            chain_or_error(self.await_chain(coro))?
-        } else {
-            (AwaitChain::default(), None)
-        };
-        let name = self.name_or_error(name_obj, &mut error)?;
         let awaited_by = match (o.fut_awaited_by, o.fut_awaited_by_is_set) {
-            (Some(ab), Some(is_set)) => {
-                let v = b.u64_at(ab);
-                Some(if v == 0 {
-                    vec![]
-                } else if b.u8_at(is_set) != 0 {
-                    self.set_members(v).unwrap_or_default()
-                } else {
-                    vec![v]
-                })
-            }
+            (Some(ab), Some(is_set)) => Some((b.u64_at(ab), b.u8_at(is_set) != 0)),
             _ => None,
         };
+        Ok(CTaskHead {
+            addr,
+            state,
+            name_obj: b.u64_at(o.task_name),
+            coro: b.u64_at(o.task_coro),
+            waiter: b.u64_at(o.task_fut_waiter),
+            loop_addr: b.u64_at(o.fut_loop),
+            awaited_by,
+        })
+    }
+
+    /// The rest of a C task once its await chain was followed (`chain`: `Some` exactly when
+    /// `head.follows_chain()`): its name, awaited-by set and callbacks.
+    pub(super) fn c_task_finish(&self, head: CTaskHead, chain: Option<MemResult<AwaitChain>>) -> MemResult<RawTask> {
+        let (chain, mut error) = match chain {
+            Some(r) => chain_or_error(r)?,
+            None => (AwaitChain::default(), None),
+        };
+        let name = self.name_or_error(head.name_obj, &mut error)?;
+        let awaited_by = head.awaited_by.map(|(v, is_set)| {
+            if v == 0 {
+                vec![]
+            } else if is_set {
+                self.set_members(v).unwrap_or_default()
+            } else {
+                vec![v]
+            }
+        });
+        let addr = head.addr;
         Ok(RawTask {
             addr,
             name,
-            state,
-            loop_addr: b.u64_at(o.fut_loop),
-            fut_waiter: (waiter != 0).then_some(waiter),
-            coro,
+            state: head.state,
+            loop_addr: head.loop_addr,
+            fut_waiter: (head.waiter != 0).then_some(head.waiter),
+            coro: head.coro,
             chain,
             // Callbacks only serve to infer TaskGroup parents where CPython does not record awaited_by.
             callbacks: if awaited_by.is_none() { self.future_callbacks(addr).unwrap_or_default() } else { Vec::new() },

@@ -49,6 +49,11 @@ pub trait Memory: Send + Sync {
     /// Fill `buf` from `addr`; all or nothing.
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()>;
 
+    /// Advice: the ranges will be read soon. A cache fetches what it lacks of them at once (in as
+    /// few system calls as it can); elsewhere nothing happens. Never an error: the reads that
+    /// follow report what could not be read.
+    fn prefetch(&self, _ranges: &[(u64, usize)]) {}
+
     /// Read several ranges at once; implementations may batch them into one system call.
     /// Each entry gets its own result.
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<MemResult<()>> {
