@@ -111,15 +111,16 @@ impl Asyncio<'_> {
             return Ok(());
         }
         w.steps += 1;
-        let (coro, obj) = (w.coro, w.obj);
-        let r = self.chain_link(w, coro, obj);
+        let r = self.chain_link(w);
         if r.is_err() {
             w.done = true;
         }
         r
     }
 
-    fn chain_link(&self, w: &mut ChainWalk, coro: u64, obj: u64) -> MemResult<()> {
+    /// The link at `w.obj`: its kind, then what it adds to the chain and where the chain goes.
+    fn chain_link(&self, w: &mut ChainWalk) -> MemResult<()> {
+        let (coro, obj) = (w.coro, w.obj);
         let mut len = 0usize;
         let kind = if self.off.gen_iframe.is_some() {
             len = self.read_object(obj, &mut w.buf)?;

@@ -155,8 +155,10 @@ struct Piece<'env> {
 impl<'env> Pool<'env> {
     /// The next piece from `end`, or `None` when there is nothing left worth reading.
     fn claim(&mut self, end: End) -> Option<Piece<'env>> {
-        let left = self.back - self.front;
-        if left == 0 {
+        let left = self.back.saturating_sub(self.front);
+        // The rooms always cover front..back exactly; should they not, nothing more is handed
+        // out (a piece's start must be where its room lies).
+        if left == 0 || self.records.len() != left || self.links.len() != left {
             return None;
         }
         let size = (left / (2 * self.readers.max(1))).max(MIN_PIECE).min(left);
