@@ -352,6 +352,7 @@ impl Asyncio<'_> {
         let mut entries: Vec<Entry> = Vec::with_capacity(BATCH.min(addrs.len()));
         let mut walks: Vec<(super::coro::ChainWalk, Option<MemError>)> = Vec::with_capacity(BATCH.min(addrs.len()));
         let mut spare_frames: Vec<Vec<crate::model::Frame>> = Vec::new();
+        let mut link_buf: super::coro::LinkBuf = [0u8; 512];
         for batch in addrs.chunks(BATCH) {
             // Step 0: the entries themselves.
             ranges.clear();
@@ -393,7 +394,7 @@ impl Asyncio<'_> {
                 py.mem().prefetch(&ranges);
                 ranges.clear();
                 for (w, err) in walks.iter_mut().filter(|(w, _)| !w.done()) {
-                    if let Err(e) = self.chain_step(w) {
+                    if let Err(e) = self.chain_step(w, &mut link_buf) {
                         *err = Some(e);
                     } else if !w.done() {
                         ranges.push(self.chain_next_range(w));

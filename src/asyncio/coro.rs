@@ -61,10 +61,13 @@ pub(super) struct ChainWalk {
     frames: Vec<Frame>,
     steps: usize,
     done: bool,
-    /// 3.11+: one copy of each object serves its type, its state and its embedded frame (one
-    /// buffer per walk: zeroing it per link cost as much as copying into it).
-    buf: [u8; 512],
 }
+
+/// 3.11+: one copy of each object serves its type, its state and its embedded frame. A link's
+/// copy is used only while that link is decoded, so one buffer serves every walk of a reader
+/// (zeroing one per link cost as much as copying into it; one per walk, 512 bytes more to zero
+/// and move per task).
+pub(super) type LinkBuf = [u8; 512];
 
 impl ChainWalk {
     /// Whether the chain has ended (its last link read, or MAX_CHAIN reached).
@@ -77,8 +80,9 @@ impl Asyncio<'_> {
     pub fn await_chain(&self, coro: u64) -> MemResult<AwaitChain> {
         // The walker's scratch list (taken, so nothing stays borrowed): no buffer per chain.
         let mut w = self.chain_start(coro, std::mem::take(&mut *self.chain_scratch.borrow_mut()));
+        let mut buf: LinkBuf = [0u8; 512];
         while !w.done {
-            self.chain_step(&mut w)?;
+            self.chain_step(&mut w, &mut buf)?;
         }
         let (chain, frames) = self.chain_finish(w);
         *self.chain_scratch.borrow_mut() = frames;
@@ -88,7 +92,7 @@ impl Asyncio<'_> {
     /// A walk from a task's coroutine, collecting frames into `frames` (emptied first).
     pub(super) fn chain_start(&self, coro: u64, mut frames: Vec<Frame>) -> ChainWalk {
         frames.clear();
-        ChainWalk { coro, obj: coro, chain: AwaitChain::default(), frames, steps: 0, done: false, buf: [0u8; 512] }
+        ChainWalk { coro, obj: coro, chain: AwaitChain::default(), frames, steps: 0, done: false }
     }
 
     /// What the next step of `w` reads: the object's first bytes (see `read_object`).
@@ -102,7 +106,7 @@ impl Asyncio<'_> {
 
     /// Follow one link of `w`: read its current object and decode it (a coroutine's frame and
     /// what it awaits, or the future at the chain's end). An error ends the walk.
-    pub(super) fn chain_step(&self, w: &mut ChainWalk) -> MemResult<()> {
+    pub(super) fn chain_step(&self, w: &mut ChainWalk, buf: &mut LinkBuf) -> MemResult<()> {
         if w.done {
             return Ok(());
         }
@@ -111,7 +115,7 @@ impl Asyncio<'_> {
             return Ok(());
         }
         w.steps += 1;
-        let r = self.chain_link(w);
+        let r = self.chain_link(w, buf);
         if r.is_err() {
             w.done = true;
         }
@@ -119,12 +123,12 @@ impl Asyncio<'_> {
     }
 
     /// The link at `w.obj`: its kind, then what it adds to the chain and where the chain goes.
-    fn chain_link(&self, w: &mut ChainWalk) -> MemResult<()> {
+    fn chain_link(&self, w: &mut ChainWalk, buf: &mut LinkBuf) -> MemResult<()> {
         let (coro, obj) = (w.coro, w.obj);
         let mut len = 0usize;
         let kind = if self.off.gen_iframe.is_some() {
-            len = self.read_object(obj, &mut w.buf)?;
-            self.kind_of_type(w.buf[..len].u64_at(self.py.off.ob_type))
+            len = self.read_object(obj, buf)?;
+            self.kind_of_type(buf[..len].u64_at(self.py.off.ob_type))
         } else {
             // The task's own coroutine must be readable; a later link that is not is simply
             // where the chain ends (an awaited object of unknown kind).
@@ -139,7 +143,7 @@ impl Asyncio<'_> {
             ObjKind::Coroutine | ObjKind::Generator => {
                 let g = match self.off.gen_iframe {
                     // 3.11+: the frame lives inside the coroutine: one read decodes it all.
-                    Some(_) => self.embedded_gen_frame(obj, &w.buf[..len])?,
+                    Some(_) => self.embedded_gen_frame(obj, &buf[..len])?,
                     None => self.frame_object_gen(obj)?,
                 };
                 if let Some(f) = g.frame {
@@ -155,7 +159,7 @@ impl Asyncio<'_> {
             }
             ObjKind::FutureIter => {
                 let fut = if len > 0 {
-                    w.buf[..len].u64_at(self.off.futureiter_future)
+                    buf[..len].u64_at(self.off.futureiter_future)
                 } else {
                     self.py.mem().read_u64(obj + self.off.futureiter_future)?
                 };
