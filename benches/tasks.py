@@ -29,7 +29,7 @@ SLOW_S = 2.0  # a tool whose first measured run takes longer than this runs only
 GOALS = {10_000: (0.030, 40 * 1024), 100_000: (0.300, 150 * 1024)}  # leaves -> (wall s, peak RSS KiB)
 GOALS_TEXT = "10,000 tasks ≤ 30 ms and ≤ 40 MB; 100,000 tasks ≤ 300 ms and ≤ 150 MB"
 PAUSE_GOAL_MS = 15.0  # --blocking: the target stopped for at most this long at 10,000 tasks
-REPEAT_GOAL_MS = 10.0  # a later sample of an unchanged 10,000-task process
+REPEAT_GOAL_MS = 10.0  # the second and later samples of an unchanged 10,000-task process
 
 
 def parse_duration_ms(text):
@@ -335,15 +335,16 @@ def main():
         lines.append("")
         lines.append(f"**Repeated samples** (`TASKSPY_TIMING=1 taskspy watch PID --interval 0.25 --for 3`: the capture time of "
                      f"each sample of the same unchanged process, as `top`, `watch`, `metrics` and `deadlocks --duration` "
-                     f"pay it per refresh). The second sample also records which pages its task walk touched; each later "
-                     f"one re-reads just those pages and reuses the task records when none changed (*pages checked*, "
-                     f"*reused*: of the later samples). Goal: a later sample ≤ {REPEAT_GOAL_MS:g} ms at 10,000 tasks.")
+                     f"pay it per refresh). The first sample of such a command also records which pages its task walk "
+                     f"touched (on one thread); each later one, the second included, re-reads just those pages and reuses "
+                     f"the task records when none changed (*pages checked*, *reused*: of the samples after the second). "
+                     f"Goal: the second sample and the median later one ≤ {REPEAT_GOAL_MS:g} ms at 10,000 tasks.")
         lines.append("")
         rrow = []
         for n, first, second, later, pages, reused in repeats:
             if later:
                 med = measure.median(later)
-                goal = ms_goal(n, med, REPEAT_GOAL_MS, "later sample", goal_misses)
+                goal = ms_goal(n, max(med, second), REPEAT_GOAL_MS, "second or later sample", goal_misses)
                 rrow.append([f"{n:,}", f"{first:.1f} ms", f"{second:.1f} ms", len(later), f"{pages:,}", f"{reused}/{len(later)}",
                              f"{med:.1f} ms", f"{later[0]:.1f} – {later[-1]:.1f} ms", goal])
             else:

@@ -165,6 +165,12 @@ fn repeated_samples_reuse_only_unchanged() {
             p.check(changed >= 2, || {
                 format!("no change noticed by the check ({unchanged} unchanged, {changed} changed)")
             });
+            // The first sample of a repeated command records what the second one checks.
+            let first_check = stderr.find(" pages checked: ");
+            let second_capture = stderr.match_indices("timing: capture ").nth(1).map(|(i, _)| i);
+            p.check(matches!((first_check, second_capture), (Some(c), Some(s)) if c < s), || {
+                format!("the second sample did not check the first one's pages (check at {first_check:?}, second capture at {second_capture:?})")
+            });
             p.check(!stuck_names.iter().any(|n| n == "stepper"), || {
                 format!("the stepper moves every 0.6 s but was called stuck: {stuck_names:?}")
             });

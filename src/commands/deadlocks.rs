@@ -49,11 +49,9 @@ pub fn run(opts: &DeadlockOptions) -> Result<Output> {
             let end = start + Duration::from_secs_f64(opts.duration.max(0.0));
             let mut last: Option<Snapshot>;
             loop {
-                let snap = origin::warn_partial(origin::with_findings(origin::capture(
-                    &py,
-                    &opts.origin,
-                    CaptureOptions::full(),
-                )?));
+                // More than one sample when a duration is asked for.
+                let each = if opts.duration > 0.0 { CaptureOptions::repeated() } else { CaptureOptions::full() };
+                let snap = origin::warn_partial(origin::with_findings(origin::capture(&py, &opts.origin, each)?));
                 series.add(&snap, &snap.findings, start.elapsed().as_secs_f64());
                 last = Some(snap);
                 if Instant::now() >= end || pause::interrupted() || !matches!(opts.origin, Origin::Live { .. }) {

@@ -95,7 +95,7 @@ const GIL_SAMPLES: usize = 50;
 impl TargetState {
     fn collect(&mut self, stuck_after: f64) -> std::result::Result<Reading, Error> {
         let origin = Origin::Live { pid: self.pid, blocking: false, pause_ms: 200 };
-        let snap = origin::with_findings(origin::capture(&self.py, &origin, CaptureOptions::full())?);
+        let snap = origin::with_findings(origin::capture(&self.py, &origin, CaptureOptions::repeated())?);
         let t = self.started.elapsed().as_secs_f64();
         self.progress.observe(&snap, t);
         self.loops.observe(&snap, t);

@@ -52,7 +52,7 @@ pub fn run(opts: &WatchOptions) -> Result<Output> {
     let mut count = 0usize;
     loop {
         let t = start.elapsed().as_secs_f64();
-        let snap = match origin::capture(&py, &origin, CaptureOptions::full()) {
+        let snap = match origin::capture(&py, &origin, CaptureOptions::repeated()) {
             Ok(s) => origin::with_findings(s),
             Err(crate::error::Error::TargetExited(_)) => {
                 let _ = writeln!(stdout, "{}", gone_line(opts, t));

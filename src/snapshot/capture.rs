@@ -27,6 +27,10 @@ pub struct CaptureOptions {
     pub core: Option<String>,
     /// Thread facts taken earlier (in a pause whose memory copy is being decoded) instead of now.
     pub os: Option<std::sync::Arc<crate::source::os::FrozenOs>>,
+    /// More samples of this process follow (`watch`, `top`, `metrics`, `deadlocks --duration`):
+    /// the first sample already records what later ones check (see `reuse`), so the second one
+    /// is cheap too, not only the third.
+    pub repeated: bool,
 }
 
 impl CaptureOptions {
@@ -34,11 +38,21 @@ impl CaptureOptions {
     pub fn full() -> CaptureOptions {
         CaptureOptions { thread_locks: true, ..Default::default() }
     }
+
+    /// Everything, for one of a series of samples of the same process.
+    pub fn repeated() -> CaptureOptions {
+        CaptureOptions { repeated: true, ..CaptureOptions::full() }
+    }
 }
 
 /// A full capture (every fact), retried on torn reads.
 pub fn capture(py: &PyProcess) -> Result<Snapshot> {
     capture_with(py, &CaptureOptions::full())
+}
+
+/// A full capture that more samples of the same process will follow (`CaptureOptions::repeated`).
+pub fn capture_repeated(py: &PyProcess) -> Result<Snapshot> {
+    capture_with(py, &CaptureOptions::repeated())
 }
 
 pub fn capture_with(py: &PyProcess, opts: &CaptureOptions) -> Result<Snapshot> {
@@ -172,7 +186,7 @@ fn capture_once(
         }
         // Only a live target read in place can be checked again later (not a paused copy, not a core).
         let reusable = !opts.paused && opts.os.is_none() && py.os.kind() == "live";
-        match super::reuse::collect(py, &aio, interp, &with_tids, tolerate, reusable) {
+        match super::reuse::collect(py, &aio, interp, &with_tids, tolerate, reusable, opts.repeated) {
             Ok(rec) => {
                 // Move, not copy: 10,000 task records copied into a fresh vector fault in megabytes.
                 if tasks.is_empty() {

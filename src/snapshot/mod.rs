@@ -8,4 +8,4 @@ pub mod paused;
 pub mod reuse;
 
 pub use crate::model::*;
-pub use capture::{capture, capture_with, CaptureOptions};
+pub use capture::{capture, capture_repeated, capture_with, CaptureOptions};

@@ -33,7 +33,8 @@ impl Key {
 }
 
 enum Kept {
-    /// Read once: the next sample records its footprint (one-shot commands never pay for it).
+    /// Read once: the next sample records its footprint (one-shot commands never pay for it;
+    /// a sample known to be followed by more records it at once).
     Seen,
     Record {
         footprint: Footprint,
@@ -64,6 +65,8 @@ fn put(py: &PyProcess, key: Key, kept: Kept) {
 
 /// The asyncio record of `interp`: kept from an earlier sample when nothing it was built from
 /// changed, else read (`reusable` false: always read, nothing kept — a paused copy or a core).
+/// `repeated`: more samples follow, so a first read records its footprint right away (on one
+/// thread: a footprint describes one walk) and the second sample can already reuse it.
 pub fn collect(
     py: &PyProcess,
     aio: &Asyncio,
@@ -71,13 +74,14 @@ pub fn collect(
     records: &[(ThreadRecord, Option<i32>)],
     tolerate: bool,
     reusable: bool,
+    repeated: bool,
 ) -> MemResult<AsyncioRecord> {
     if !reusable {
         return aio.collect(interp, records, tolerate);
     }
     let key = Key::of(interp, records);
     match take(py, &key) {
-        None => {
+        None if !repeated => {
             let r = aio.collect(interp, records, tolerate)?;
             put(py, key, Kept::Seen);
             Ok(r)
@@ -90,7 +94,8 @@ pub fn collect(
             put(py, key, Kept::Record { footprint, record });
             Ok(out)
         }
-        Some(_) => {
+        // Seen before (or repeated samples to come): read, recording what the next sample checks.
+        None | Some(_) => {
             py.mem.start_recording();
             let r = aio.collect(interp, records, tolerate);
             let footprint = py.mem.finish_recording();

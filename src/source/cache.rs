@@ -261,13 +261,14 @@ impl CachedMemory {
     /// of the walk instead of one per 16 KiB span (a call cost ~1.5-3 µs here beyond its pages),
     /// and copies only the pages it reads. Pages that cannot be read are left out (the read that
     /// follows fetches them as usual and reports the precise error). Not while serving a paused
-    /// copy (its pages are local already) or recording a footprint (which describes spans).
+    /// copy (its pages are local already). A footprint being recorded is unaffected: it notes the
+    /// pages reads touch, however they came into the cache.
     fn prefetch_pages(&self, ranges: &[(u64, usize)]) {
         if self.stopped().is_err() || !self.enabled.load(Ordering::Relaxed) {
             return;
         }
         let mut p = crate::sync::lock(&self.pages);
-        if p.image.is_some() || p.recording.is_some() {
+        if p.image.is_some() {
             return;
         }
         if p.holes >= MAX_HOLES {
@@ -482,11 +483,15 @@ mod tests {
         c.begin();
         c.prefetch(&many);
         assert_eq!(crate::sync::lock(&c.pages).prefetched, MAX_PREFETCH);
-        // Nothing is prefetched while a footprint is recorded (reads record what they touch).
+        // While a footprint is recorded, prefetched pages are recorded when reads touch them
+        // (and only then).
         c.begin();
         c.start_recording();
         c.prefetch(&many[..4]);
-        assert_eq!(crate::sync::lock(&c.pages).prefetches, 0);
+        c.read_u64(0x200000 + 4096).unwrap();
+        let fp = c.finish_recording().expect("a footprint");
+        assert_eq!(fp.pages(), 1);
+        assert!(c.still_holds(&fp).unwrap());
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub fn run(opts: &TopOptions) -> Result<()> {
     } else {
         let py = PyProcess::open(source::attach(opts.pid)?)?;
         // First snapshot before touching the terminal, so attach errors print normally.
-        let first = snapshot::capture(&py)?;
+        let first = snapshot::capture_repeated(&py)?;
         app = App::new(opts.pid, false);
         app.color = opts.color;
         app.update(first, vec![], None);
@@ -231,7 +231,7 @@ impl Watched {
     /// One look: snapshot annotated with time at await points, and every finding over the series.
     fn look(&mut self, t: f64) -> Result<(Snapshot, Vec<Finding>, f64)> {
         let t0 = Instant::now();
-        let mut s = snapshot::capture(&self.py)?;
+        let mut s = snapshot::capture_repeated(&self.py)?;
         self.idents = s.threads.iter().filter_map(|t| Some((t.ident, t.tid?))).collect();
         self.progress.observe(&s, t);
         self.progress.annotate(&mut s);
