@@ -48,10 +48,12 @@ pub struct TypeAddrs {
 /// names) or checked on every use (where a name sits in a dict).
 #[derive(Default)]
 struct ObjectCaches {
-    code: Mutex<HashMap<u64, Arc<code::CodeInfo>>>,
+    /// Shared with sibling readers (see `sibling`): decoded at most once per capture, and asked
+    /// only when a walk meets a new instruction, so the lock is rarely contended.
+    code: Arc<Mutex<HashMap<u64, Arc<code::CodeInfo>>>>,
     type_names: Mutex<HashMap<u64, crate::model::Text>>,
-    /// Line-table bytes objects by address (shared by code objects).
-    linetables: Mutex<HashMap<u64, Arc<[u8]>>>,
+    /// Line-table bytes objects by address (shared by code objects; with siblings too).
+    linetables: Arc<Mutex<HashMap<u64, Arc<[u8]>>>>,
     /// Type address -> what kind of lock its instances are (if any).
     lock_kinds: Mutex<HashMap<u64, Option<locks::LockKind>>>,
     /// Where a name was found in a dict or values array: (store, hash of the name) -> (the name,
@@ -76,8 +78,8 @@ pub struct PyProcess {
     pub debug_offsets: Option<debug_offsets::DebugOffsets>,
     /// Address of the 3.14+ `.AsyncioDebug` section, if the `_asyncio` code is mapped.
     pub asyncio_debug_addr: Option<u64>,
-    /// What this reader learned of the target's objects (each reader its own: no lock shared
-    /// between threads).
+    /// What this reader learned of the target's objects (code objects and line tables shared
+    /// with sibling readers, the rest per reader).
     caches: ObjectCaches,
     /// Kernel view of the target's threads (live /proc or a core's notes).
     pub os: Arc<dyn crate::source::os::OsView>,
@@ -191,7 +193,13 @@ impl PyProcess {
             layout: self.layout.clone(),
             debug_offsets: self.debug_offsets.clone(),
             asyncio_debug_addr: self.asyncio_debug_addr,
-            caches: Default::default(),
+            // Code objects and line tables one reader decoded serve the others (type names and
+            // lock kinds are asked per task: each reader keeps its own, no lock shared per task).
+            caches: ObjectCaches {
+                code: self.caches.code.clone(),
+                linetables: self.caches.linetables.clone(),
+                ..Default::default()
+            },
             os: self.os.clone(),
             kept: Mutex::new(None),
         })

@@ -87,23 +87,17 @@ impl Pages {
         i
     }
 
+    /// Past MAX_HOLES remembered unreadable pages, forget them all (they are asked again).
+    fn forget_holes_if_many(&mut self) {
+        if self.holes >= MAX_HOLES {
+            self.map.retain(|_, s| *s != HOLE);
+            self.holes = 0;
+        }
+    }
+
     /// The bytes of slot `i`.
     fn slot(&self, i: u32) -> &[u8] {
         &self.store[i as usize * PAGE as usize..][..PAGE as usize]
-    }
-
-    /// Disjoint mutable views of the slots in `want` (distinct, ascending), in that order.
-    fn slots_mut<'a>(store: &'a mut [u8], want: &[usize], out: &mut Vec<&'a mut [u8]>) {
-        let mut rest = store;
-        let mut base = 0;
-        for &i in want {
-            let tail = std::mem::take(&mut rest);
-            let (_, tail) = tail.split_at_mut((i - base) * PAGE as usize);
-            let (page, tail) = tail.split_at_mut(PAGE as usize);
-            out.push(page);
-            rest = tail;
-            base = i + 1;
-        }
     }
 }
 
@@ -220,44 +214,74 @@ impl CachedMemory {
     /// part of the span is unmapped), each page straight into the slot that keeps it: no
     /// intermediate copy (that copy was a tenth of a one-shot read's time).
     fn fetch(&self, page: u64, p: &mut Pages) {
-        if p.holes >= MAX_HOLES {
-            p.map.retain(|_, s| *s != HOLE);
-            p.holes = 0;
-        }
+        p.forget_holes_if_many();
         p.fetches += 1;
         let span_start = page & !(PAGE * SPAN_PAGES - 1);
-        // The span's pages not cached yet, each with the slot it will occupy (ascending slots,
-        // so the kernel can be handed disjoint views of the one block).
-        let mut want: Vec<(usize, u64)> = Vec::with_capacity(SPAN_PAGES as usize);
-        for i in 0..SPAN_PAGES {
-            let at = span_start + i * PAGE;
-            if !p.map.contains_key(&at) {
-                want.push((p.slot_for(at), at));
-            }
-        }
-        want.sort_unstable();
-        let slots: Vec<usize> = want.iter().map(|w| w.0).collect();
-        let mut views = Vec::with_capacity(want.len());
-        Pages::slots_mut(&mut p.store, &slots, &mut views);
-        let mut reqs: Vec<(u64, &mut [u8])> = want.iter().map(|w| w.1).zip(views).collect();
-        let results = self.inner.read_many(&mut reqs);
-        drop(reqs);
-        for ((_, at), r) in want.iter().zip(results) {
-            if r.is_err() {
-                p.map.remove(at);
-            }
-        }
+        let want: Vec<u64> =
+            (0..SPAN_PAGES).map(|i| span_start + i * PAGE).filter(|at| !p.map.contains_key(at)).collect();
+        self.bring_in(p, &want);
         if !p.map.contains_key(&page) {
             p.map.insert(page, HOLE);
             p.holes += 1;
         }
     }
+
+    /// Read `pages` (distinct, not cached) in one batch, each straight into a slot of its own: one
+    /// request per run of consecutive pages in consecutive slots (a request per page cost ~1.5 ms
+    /// more at 10,101 tasks), a failed run again page by page; a page that cannot be read is
+    /// left out of the cache. Returns how many were read.
+    fn bring_in(&self, p: &mut Pages, pages: &[u64]) -> usize {
+        let mut want: Vec<(usize, u64)> = pages.iter().map(|&at| (p.slot_for(at), at)).collect();
+        want.sort_unstable();
+        let mut runs: Vec<(usize, u64, usize)> = Vec::new(); // (first slot, first page, pages)
+        for &(slot, at) in &want {
+            match runs.last_mut() {
+                Some((s0, p0, n)) if *s0 + *n == slot && *p0 + *n as u64 * PAGE == at => *n += 1,
+                _ => runs.push((slot, at, 1)),
+            }
+        }
+        let failed = self.read_runs(p, &runs);
+        // A run that failed as a whole may hold readable pages: those are asked one by one.
+        let singles: Vec<(usize, u64, usize)> = failed
+            .iter()
+            .filter(|r| r.2 > 1)
+            .flat_map(|&(s0, p0, n)| (0..n).map(move |i| (s0 + i, p0 + i as u64 * PAGE, 1)))
+            .collect();
+        let mut lost: Vec<(usize, u64, usize)> = failed.into_iter().filter(|r| r.2 == 1).collect();
+        if !singles.is_empty() {
+            lost.extend(self.read_runs(p, &singles));
+        }
+        for &(_, at, n) in &lost {
+            for i in 0..n as u64 {
+                p.map.remove(&(at + i * PAGE));
+            }
+        }
+        want.len() - lost.iter().map(|r| r.2).sum::<usize>()
+    }
+
+    /// Read each run (ascending, disjoint slots) into its slots; the runs that failed.
+    fn read_runs(&self, p: &mut Pages, runs: &[(usize, u64, usize)]) -> Vec<(usize, u64, usize)> {
+        let results = {
+            let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(runs.len());
+            let mut rest: &mut [u8] = &mut p.store;
+            let mut base = 0usize;
+            for &(slot, at, n) in runs {
+                let tail = std::mem::take(&mut rest);
+                let (_, tail) = tail.split_at_mut((slot - base) * PAGE as usize);
+                let (view, tail) = tail.split_at_mut(n * PAGE as usize);
+                reqs.push((at, view));
+                rest = tail;
+                base = slot + n;
+            }
+            self.inner.read_many(&mut reqs)
+        };
+        runs.iter().zip(results).filter(|(_, r)| r.is_err()).map(|(r, _)| *r).collect()
+    }
 }
 
 impl CachedMemory {
-    /// Bring in every page of `ranges` the cache lacks, each straight into its slot, with one
-    /// iovec per run of consecutive pages in consecutive slots and up to 512 iovecs per system
-    /// call. A walk that knows the next objects of many tasks at once so pays one call per step
+    /// Bring in every page of `ranges` the cache lacks, each straight into its slot, up to 512
+    /// per system call. A walk that knows the next objects of many tasks at once so pays one call per step
     /// of the walk instead of one per 16 KiB span (a call cost ~1.5-3 µs here beyond its pages),
     /// and copies only the pages it reads. Pages that cannot be read are left out (the read that
     /// follows fetches them as usual and reports the precise error). Not while serving a paused
@@ -271,10 +295,7 @@ impl CachedMemory {
         if p.image.is_some() {
             return;
         }
-        if p.holes >= MAX_HOLES {
-            p.map.retain(|_, s| *s != HOLE);
-            p.holes = 0;
-        }
+        p.forget_holes_if_many();
         let mut pages: Vec<u64> = Vec::with_capacity(ranges.len() + 8);
         for &(addr, len) in ranges {
             if len == 0 || len > DIRECT_READ {
@@ -296,39 +317,7 @@ impl CachedMemory {
             return;
         }
         p.prefetches += 1;
-        // Each page's slot; runs of consecutive pages in consecutive slots become one request.
-        let mut want: Vec<(usize, u64)> = pages.iter().map(|&pg| (p.slot_for(pg), pg)).collect();
-        want.sort_unstable();
-        let mut runs: Vec<(usize, u64, usize)> = Vec::new(); // (first slot, first page, pages)
-        for &(slot, pg) in &want {
-            match runs.last_mut() {
-                Some((s0, p0, n)) if *s0 + *n == slot && *p0 + *n as u64 * PAGE == pg => *n += 1,
-                _ => runs.push((slot, pg, 1)),
-            }
-        }
-        let results = {
-            let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(runs.len());
-            let mut rest: &mut [u8] = &mut p.store;
-            let mut base = 0usize;
-            for &(slot, pg, n) in &runs {
-                let tail = std::mem::take(&mut rest);
-                let (_, tail) = tail.split_at_mut((slot - base) * PAGE as usize);
-                let (view, tail) = tail.split_at_mut(n * PAGE as usize);
-                reqs.push((pg, view));
-                rest = tail;
-                base = slot + n;
-            }
-            self.inner.read_many(&mut reqs)
-        };
-        for (&(_, pg, n), r) in runs.iter().zip(results) {
-            if r.is_err() {
-                for i in 0..n as u64 {
-                    p.map.remove(&(pg + i * PAGE));
-                }
-            } else {
-                p.prefetched += n;
-            }
-        }
+        p.prefetched += self.bring_in(&mut p, &pages);
     }
 }
 
