@@ -10,6 +10,10 @@
 //! * `repeated_samples_reuse_only_unchanged`: "stepper" moves every 0.6 s, 50 tasks never move:
 //!   `watch` (TASKSPY_TIMING on) both reuses unchanged task records and notices every change: the
 //!   parked tasks are reported stuck, the stepper never is (a stale record would freeze it).
+//! * `tasks_read_mid_step`: 50 tasks each sleep 1 ms in a loop; in 20 dumps every one of them is
+//!   there each time, waiting on sleep (inside asyncio.sleep) or runnable (caught mid-step), never
+//!   on a bare "future": that mixes the task's fields from before a step with its coroutine
+//!   during it (a read straddling the step, which taskspy reads again).
 //! * `series_shows_waiting_time`: ps/pstree `--input` of a saved series (two dumps a few seconds
 //!   apart) show how long each task has been at its await point.
 //!
@@ -181,6 +185,46 @@ fn repeated_samples_reuse_only_unchanged() {
                 .len();
             p.check(parked == 50, || format!("{parked} of 50 parked tasks reported stuck: {stuck_names:?}"));
             note(&format!("    {}: {unchanged} samples reused, {changed} re-read after a change", interp.label));
+            p.finish(|| interp.describe())?;
+            Ok(Outcome::Pass)
+        },
+    );
+}
+
+#[test]
+fn tasks_read_mid_step() {
+    each_interpreter(
+        COVERAGE,
+        "mid-step",
+        true,
+        |_| None,
+        |interp| {
+            let fx = Fixture::start(interp, "progress.py", &["churn"], &[])?;
+            let mut p = Problems::default();
+            let (mut sleeping, mut runnable) = (0, 0);
+            for _ in 0..20 {
+                let snap = dump_json(fx.pid)?;
+                let churn: Vec<&Value> =
+                    arr(&snap["tasks"]).iter().filter(|t| s(&t["name"]).starts_with("churn-")).collect();
+                p.check(churn.len() == 50, || format!("{} of 50 churn tasks: {}", churn.len(), tasks_summary(&snap)));
+                for t in churn {
+                    let kind = s(&t["waiting_on"]["kind"]);
+                    let inner = t["coroutine_stack"][0]["function"].as_str().unwrap_or("");
+                    if kind == "sleep" && inner.ends_with("sleep") {
+                        sleeping += 1;
+                    } else if t["waiting_on"]["runnable"] == true {
+                        runnable += 1;
+                    } else {
+                        p.push(format!(
+                            "{} read mid-step: waiting on {kind}, innermost frame {inner:?}: {t}",
+                            s(&t["name"])
+                        ));
+                    }
+                }
+            }
+            // Most reads meet a task at rest, inside asyncio.sleep.
+            p.check(sleeping >= 900, || format!("only {sleeping} of 1000 reads saw a task inside asyncio.sleep"));
+            note(&format!("    {}: {sleeping} reads inside asyncio.sleep, {runnable} mid-step", interp.label));
             p.finish(|| interp.describe())?;
             Ok(Outcome::Pass)
         },

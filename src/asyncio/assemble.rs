@@ -17,6 +17,10 @@ const MAX_LOOPS: usize = 4096;
 /// batch's pages (~130) stay well inside the page cache's window.
 const BATCH: usize = 256;
 
+/// Times a task caught mid-step is read again (each read takes microseconds; a step of a
+/// healthy loop about as long, so the second read almost always sees the task at rest).
+const REREADS: usize = 3;
+
 /// Bytes of a task's name object fetched with its coroutine (the header and a short name).
 const NAME_PREFETCH: usize = 64;
 
@@ -429,6 +433,7 @@ impl Asyncio<'_> {
                         return Err(MemError::Other(t.error.unwrap_or_default()));
                     }
                     Ok(Some(t)) if t.state == FutState::Pending => {
+                        let t = if t.torn() { self.read_again(t) } else { t };
                         let wait = self.waiting_on(&t);
                         let (record, link) = split(t, wait, interp_id);
                         out.task(record, link);
@@ -440,6 +445,27 @@ impl Asyncio<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A task read while its loop stepped it (`RawTask::torn`), read again past the page cache
+    /// (its pages were fetched at different moments) until a read is whole, at most
+    /// REREADS times; the last read if none is (a task the loop steps without pause).
+    fn read_again(&self, mut t: RawTask) -> RawTask {
+        for _ in 0..REREADS {
+            match self.py.past_cache(|| self.read_task(t.addr)) {
+                Some(Ok(again)) if again.state == FutState::Pending => {
+                    let whole = !again.torn();
+                    t = again;
+                    if whole {
+                        break;
+                    }
+                }
+                // Finished meanwhile, unreadable now or not re-readable (a paused copy): the
+                // first read stands.
+                _ => break,
+            }
+        }
+        t
     }
 
     /// `loop._ready` of a pure-Python event loop (uvloop keeps no such deque): its length and

@@ -1,7 +1,7 @@
 //! Await chains: from a task's coroutine follow each suspended coroutine's "yield from" target
 //! (per-version rules) down to the future it ultimately waits on. Bounded in depth.
 
-use super::offsets::YieldFrom;
+use super::offsets::{FrameRunning, YieldFrom};
 use super::{Asyncio, ObjKind};
 use crate::model::Frame;
 use crate::source::{Buf, MemError, MemResult};
@@ -29,6 +29,9 @@ pub struct AwaitChain {
     pub awaited: Option<u64>,
     /// The coroutine is running right now (its frames are on a thread's stack).
     pub running: bool,
+    /// A coroutine the chain reached through an await had already finished: it was read
+    /// mid-step (a coroutine whose awaited one returns moves on in the same step).
+    pub finished_link: bool,
     /// Innermost coroutine frame's code object and instruction offset: where the task is suspended.
     pub point: Option<(u64, i64)>,
 }
@@ -39,13 +42,15 @@ struct GenFrame {
     frame: Option<Frame>,
     awaited: Option<u64>,
     running: bool,
+    /// The coroutine has returned (no frame left).
+    finished: bool,
     first_local: u64,
     point: Option<(u64, i64)>,
 }
 
 impl GenFrame {
     fn finished() -> GenFrame {
-        GenFrame { frame: None, awaited: None, running: false, first_local: 0, point: None }
+        GenFrame { frame: None, awaited: None, running: false, finished: true, first_local: 0, point: None }
     }
 }
 
@@ -151,6 +156,7 @@ impl Asyncio<'_> {
                     chain.coroutines.push((obj, g.first_local));
                     chain.point = g.point;
                 }
+                chain.finished_link |= g.finished && obj != coro;
                 chain.running |= g.running;
                 match g.awaited {
                     Some(next) => w.obj = next,
@@ -228,6 +234,15 @@ impl Asyncio<'_> {
         let fo = py.frame_object(f)?;
         let b = &fo.bytes[..];
         let code_bytes = o.code_code.map(|c| mem.read_u64(fo.code + c)).transpose()?.unwrap_or(0);
+        let frame_running = match o.f_running {
+            Some((at, FrameRunning::Executing)) => (at as usize) < b.len() && b.u8_at(at) != 0,
+            Some((at, FrameRunning::State)) => (at as usize) < b.len() && b.i8_at(at) == 0,
+            None => false,
+        };
+        let gen_running = match o.gen_running {
+            Some(at) => mem.read_u8(gen + at)? != 0,
+            None => false,
+        };
         let yf = match o.yield_from {
             YieldFrom::StackTop => {
                 let top = b.u64_at(o.f_stacktop.unwrap_or(72));
@@ -257,10 +272,14 @@ impl Asyncio<'_> {
         } else {
             mem.read_u64(f + o.f_localsplus)?
         };
+        // A receiver is never None: None on top is the value the coroutine is being resumed
+        // with, pushed before the frame says it runs (3.8-3.10 push it, then enter the frame).
+        let resuming = yf.is_some() && yf == py.types.none;
         Ok(GenFrame {
             frame: Some(fo.frame),
-            awaited: yf.filter(|x| *x != 0),
-            running: false,
+            awaited: yf.filter(|x| *x != 0 && !resuming),
+            running: frame_running || gen_running || resuming,
+            finished: false,
             first_local: first,
             point: Some((fo.code, fo.lasti)),
         })
@@ -371,6 +390,7 @@ impl Asyncio<'_> {
             frame: decoded.frame,
             awaited: yf.filter(|x| *x != 0 && Some(*x) != py.types.none),
             running: executing,
+            finished: false,
             first_local: first,
         })
     }

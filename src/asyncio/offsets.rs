@@ -46,6 +46,16 @@ impl AsyncioDebug {
     }
 }
 
+/// How a 3.8–3.10 frame object says it is executing right now (3.11+ keep the state in the
+/// coroutine: `gen_frame_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameRunning {
+    /// 3.8–3.9 `f_executing`: a char, non-zero while the frame runs.
+    Executing,
+    /// 3.10 `f_state`: a signed char, FRAME_EXECUTING = 0.
+    State,
+}
+
 /// How a suspended coroutine's awaited object ("yield from" target) is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum YieldFrom {
@@ -89,6 +99,11 @@ pub struct AsyncioOffsets {
     pub f_valuestack: u64,
     pub f_stacktop: Option<u64>,
     pub f_stackdepth: Option<u64>,
+    /// 3.8–3.9: `f_executing` (non-zero while the frame runs); 3.10: `f_state` (0 = executing).
+    pub f_running: Option<(u64, FrameRunning)>,
+    /// 3.8–3.9: the coroutine's `gi_running`, set before its frame is entered (the window in
+    /// which the value it is resumed with already sits on its stack).
+    pub gen_running: Option<u64>,
     pub f_lasti: u64,
     pub f_code: u64,
     pub f_localsplus: u64,
@@ -234,6 +249,12 @@ impl AsyncioOffsets {
             f_valuestack: f("PyFrameObject", &["f_valuestack"]).unwrap_or(64),
             f_stacktop: f("PyFrameObject", &["f_stacktop"]).or(if v.minor <= 9 { Some(72) } else { None }),
             f_stackdepth: f("PyFrameObject", &["f_stackdepth"]).or(if v.minor == 10 { Some(80) } else { None }),
+            gen_running: if v.minor <= 9 { Some(f("PyGenObject", &["gi_running"]).unwrap_or(24)) } else { None },
+            f_running: match v.minor {
+                8 | 9 => Some((f("PyFrameObject", &["f_executing"]).unwrap_or(116), FrameRunning::Executing)),
+                10 => Some((f("PyFrameObject", &["f_state"]).unwrap_or(108), FrameRunning::State)),
+                _ => None,
+            },
             f_lasti: f("PyFrameObject", &["f_lasti"]).unwrap_or(if v.minor == 10 { 96 } else { 104 }),
             f_code: f("PyFrameObject", &["f_code"]).unwrap_or(32),
             f_localsplus: f("PyFrameObject", &["f_localsplus"]).unwrap_or(if v.minor == 10 { 352 } else { 360 }),

@@ -45,6 +45,13 @@ impl RawTask {
     pub fn awaited(&self) -> Option<u64> {
         self.fut_waiter.or(self.chain.awaited)
     }
+
+    /// The task was read while its loop stepped it (the reads straddled the step): its await
+    /// chain reached a coroutine that had already returned, or it waits on a future by its own
+    /// field while its coroutine runs (a step clears that field before it resumes the coroutine).
+    pub fn torn(&self) -> bool {
+        self.chain.finished_link || (self.fut_waiter.is_some() && self.chain.running)
+    }
 }
 
 /// A C task's own fields, read before its await chain is followed.

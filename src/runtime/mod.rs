@@ -218,6 +218,15 @@ impl PyProcess {
         self.mem.end();
     }
 
+    /// Run `f` with its reads past the snapshot's page cache (see `CachedMemory::past_cache`);
+    /// `None` when the memory cannot have changed (a paused copy, a core file).
+    pub fn past_cache<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        if self.os.kind() != "live" {
+            return None;
+        }
+        self.mem.past_cache(f)
+    }
+
     /// Convert a memory error into the user-facing error for this target.
     pub fn err(&self, e: MemError) -> Error {
         mem_error(self.pid, e)

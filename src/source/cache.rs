@@ -206,6 +206,26 @@ impl CachedMemory {
         footprint.unchanged(self.inner.as_ref())
     }
 
+    /// Run `f` with its reads going to the target, past the cached pages (which may hold an
+    /// object as it was before its last change): what was read mid-change is read again as it
+    /// is now. A footprint being recorded cannot describe those reads and is given up (the next
+    /// sample records again). `None` while a paused copy is served: that cannot have changed.
+    pub fn past_cache<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        {
+            let mut p = crate::sync::lock(&self.pages);
+            if p.image.is_some() {
+                return None;
+            }
+            if let Some(r) = p.recording.as_mut() {
+                r.spoil();
+            }
+        }
+        let was = self.enabled.swap(false, Ordering::SeqCst);
+        let r = f();
+        self.enabled.store(was, Ordering::SeqCst);
+        Some(r)
+    }
+
     pub fn inner(&self) -> &dyn Memory {
         self.inner.as_ref()
     }
@@ -481,6 +501,38 @@ mod tests {
         let fp = c.finish_recording().expect("a footprint");
         assert_eq!(fp.pages(), 1);
         assert!(c.still_holds(&fp).unwrap());
+    }
+
+    /// One page whose first word changes between reads, as a live target's memory does.
+    struct Changing(Mutex<u64>);
+
+    impl Memory for Changing {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
+            if addr < 0x1000 || addr + buf.len() as u64 > 0x2000 {
+                return Err(MemError::Unmapped(addr));
+            }
+            let mut page = [0u8; 4096];
+            page[..8].copy_from_slice(&crate::sync::lock(&self.0).to_le_bytes());
+            let off = (addr - 0x1000) as usize;
+            buf.copy_from_slice(&page[off..off + buf.len()]);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn past_cache_reads_what_the_target_holds_now() {
+        let m = Arc::new(Changing(Mutex::new(1)));
+        let c = CachedMemory::new(m.clone());
+        c.begin();
+        c.start_recording();
+        assert_eq!(c.read_u64(0x1000).unwrap(), 1);
+        *crate::sync::lock(&m.0) = 2;
+        assert_eq!(c.read_u64(0x1000).unwrap(), 1, "the snapshot's page");
+        assert_eq!(c.past_cache(|| c.read_u64(0x1000)).map(|r| r.unwrap()), Some(2), "read again past it");
+        *crate::sync::lock(&m.0) = 3;
+        assert_eq!(c.read_u64(0x1000).unwrap(), 1, "caching again afterwards");
+        assert!(c.finish_recording().is_none(), "a footprint cannot describe reads past the cache");
+        c.end();
     }
 
     #[test]
