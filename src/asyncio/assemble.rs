@@ -209,17 +209,19 @@ impl Asyncio<'_> {
 
     /// Tasks, their loops and (when some task waits on a lock) their lock facts. With `tolerate`
     /// an unreadable task becomes an entry with an `error` instead of failing the whole read.
+    /// `side`: work a helper reader may do meanwhile (see `SideJob`).
     pub fn collect(
         &self,
         interp: &InterpInfo,
         records: &[(ThreadRecord, Option<i32>)],
         tolerate: bool,
+        side: &super::readers::SideJob<'_>,
     ) -> MemResult<AsyncioRecord> {
         let py = self.py;
         let mut rec = AsyncioRecord::default();
         let tstates: Vec<u64> = records.iter().map(|(r, _)| r.tstate).collect();
         // Each task is read, and what it waits on decoded, in one pass over the registries.
-        let (found, (mut snaps, raw, broken)) = self.find_and_read_tasks(interp, &tstates, tolerate)?;
+        let (found, (mut snaps, raw, broken)) = self.find_and_read_tasks(interp, &tstates, tolerate, side)?;
         rec.unreadable += found.unreadable;
         let phase = crate::timing::Phase::start("tasks: edges");
         let running = self.loops_by_thread(records);

@@ -212,6 +212,32 @@ fn read_pieces<'env>(
     out
 }
 
+/// Work for the first helper to do before it waits for task entries: the capture's thread part
+/// (stacks, states, lock facts), read on the helper's own reader while this thread walks the
+/// registries, which needs nothing of it. Whoever takes it first runs it (`run`): the caller
+/// runs it itself after the tasks when no helper did (one CPU, a footprint being recorded, a
+/// kept record).
+pub struct SideJob<'a, R: ?Sized = PyProcess> {
+    job: std::sync::Mutex<Option<Job<'a, R>>>,
+}
+
+/// A side job: given the reader of the thread that runs it.
+type Job<'a, R> = Box<dyn FnOnce(&R) + Send + 'a>;
+
+impl<'a, R: ?Sized> SideJob<'a, R> {
+    pub fn new(job: impl FnOnce(&R) + Send + 'a) -> SideJob<'a, R> {
+        SideJob { job: std::sync::Mutex::new(Some(Box::new(job))) }
+    }
+
+    /// Run the job with `reader`, unless it was run already.
+    pub fn run(&self, reader: &R) {
+        let job = crate::sync::lock(&self.job).take();
+        if let Some(job) = job {
+            job(reader);
+        }
+    }
+}
+
 /// Helper threads started before the registries are walked, each waiting for the pool of
 /// entries. A thread started when the work is ready waited 1-4 ms for a CPU here (the scheduler
 /// leaves a new thread beside its parent until the next balancing); one that is already waiting
@@ -230,9 +256,10 @@ impl<'scope, 'env> Crew<'scope, 'env> {
         walkers: Vec<Asyncio<'env>>,
         tolerate: bool,
         interp_id: i64,
+        side: &'env SideJob<'_>,
     ) -> Crew<'scope, 'env> {
         let mut crew = Crew { jobs: Vec::new(), placements: Vec::new(), running: Vec::new() };
-        for aio in walkers {
+        for (i, aio) in walkers.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel::<std::sync::Arc<std::sync::Mutex<Pool<'env>>>>();
             crew.jobs.push(tx);
             let placement = std::sync::Arc::new(std::sync::OnceLock::new());
@@ -240,6 +267,9 @@ impl<'scope, 'env> Crew<'scope, 'env> {
             crew.running.push(s.spawn(move || {
                 if let Some(p) = crate::placement::Placement::of_this_thread() {
                     let _ = placement.set(p);
+                }
+                if i == 0 {
+                    side.run(aio.py);
                 }
                 let r = match rx.recv() {
                     Ok(pool) => {
@@ -293,6 +323,7 @@ impl Asyncio<'_> {
         interp: &InterpInfo,
         tstates: &[u64],
         tolerate: bool,
+        side: &SideJob<'_>,
     ) -> MemResult<(FoundTasks, TaskReads)> {
         let cpus = cpus();
         // Helpers are started before the walk (see `Crew`), as many as the most tasks would use.
@@ -300,7 +331,7 @@ impl Asyncio<'_> {
         let mut out: TaskReads = Default::default();
         let (found, pieces) = std::thread::scope(|s| -> MemResult<_> {
             let walkers = siblings.iter().map(|py| self.helper(py)).collect();
-            let crew = Crew::start(s, walkers, tolerate, interp.id);
+            let crew = Crew::start(s, walkers, tolerate, interp.id, side);
             let found = {
                 let _phase = crate::timing::Phase::start("tasks: registries");
                 self.task_addresses(interp, tstates, tolerate)?
@@ -331,8 +362,10 @@ impl Asyncio<'_> {
         out.1.reserve(addrs.len());
         let readers = readers_for(addrs.len(), cpus).min(crew.jobs.len() + 1);
         if readers <= 1 {
+            // The helpers may still be on their side job: read first, then wait for them.
+            let r = self.read_part(addrs, tolerate, interp_id, out).map(|_| None);
             drop(crew.finish());
-            return self.read_part(addrs, tolerate, interp_id, out).map(|_| None);
+            return r;
         }
         let (records, links, _) = out;
         let pool = std::sync::Arc::new(std::sync::Mutex::new(Pool {
@@ -410,6 +443,21 @@ fn join_pieces(mut pieces: Vec<PieceResult>, out: &mut TaskReads) -> MemResult<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_side_job_runs_once_whoever_takes_it() {
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let job = SideJob::new(|_| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let job: SideJob<u32> = job;
+        std::thread::scope(|s| {
+            s.spawn(|| job.run(&1));
+            job.run(&2);
+        });
+        job.run(&3);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn readers_follow_cpus_and_task_count() {

@@ -1,6 +1,7 @@
 //! Capturing the record: threads (stacks, GIL, native state, lock facts), tasks, loops and locks
 //! from one pass over target memory; torn reads are retried, then kept as marked partial entries.
 
+use crate::asyncio::readers::SideJob;
 use crate::error::{Error, Result};
 use crate::model::{
     hex, CaptureInfo, GilModuleRef, GilReason, InterpSnap, LockSnap, LoopSnap, NativeState, PythonInfo, Snapshot,
@@ -102,6 +103,95 @@ fn native(os: &OsThreadState) -> NativeState {
     }
 }
 
+/// `threading`'s records of an interpreter's threads (names, native ids); none if unreadable.
+fn thread_names(py: &PyProcess, interp: &InterpInfo) -> HashMap<u64, crate::runtime::thread_names::PyThreadInfo> {
+    py.thread_names(interp.addr).unwrap_or_else(|e| {
+        if std::env::var_os("TASKSPY_DEBUG").is_some() {
+            eprintln!("debug: thread names: {e}");
+        }
+        Default::default()
+    })
+}
+
+/// What reading one interpreter's threads needs: its thread states with their kernel ids.
+#[derive(Clone, Copy)]
+struct ThreadPart<'a> {
+    py: &'a PyProcess,
+    os: &'a dyn OsView,
+    opts: &'a CaptureOptions,
+    interp: &'a InterpInfo,
+    with_tids: &'a [(ThreadRecord, Option<i32>)],
+    ns_tids: &'a HashMap<i32, i32>,
+    tolerate: bool,
+}
+
+/// One interpreter's threads read, or why not.
+type ThreadsResult = std::result::Result<ThreadsRead, MemError>;
+
+/// One interpreter's threads as records.
+struct ThreadsRead {
+    threads: Vec<ThreadSnap>,
+    /// The thread holding the GIL.
+    holder_tid: Option<i32>,
+    /// Threads whose stack could not be read in full.
+    unreadable: u64,
+}
+
+impl ThreadPart<'_> {
+    /// Every thread's stack, state and lock facts (into `locks`); `names` if already read.
+    fn read(
+        &self,
+        names: Option<HashMap<u64, crate::runtime::thread_names::PyThreadInfo>>,
+        locks: &mut LockTable,
+    ) -> ThreadsResult {
+        let _phase = crate::timing::Phase::start("threads");
+        let py = self.py;
+        let names = names.unwrap_or_else(|| thread_names(py, self.interp));
+        let mut out =
+            ThreadsRead { threads: Vec::with_capacity(self.with_tids.len()), holder_tid: None, unreadable: 0 };
+        for (rec, tid) in self.with_tids {
+            let (rec, tid) = (rec, *tid);
+            let info = names.get(&rec.ident);
+            let ns_tid = tid.and_then(|t| self.ns_tids.iter().find(|(_, r)| **r == t).map(|(inner, _)| *inner));
+            let stack = py.walk_frames(rec.top_frame)?;
+            if let (Some(e), false) = (&stack.error, self.tolerate) {
+                return Err(e.clone());
+            }
+            let os = tid.map(|t| self.os.thread_state(t)).unwrap_or_default();
+            let state = classify(py, rec, self.interp, &os, tid.is_some());
+            if rec.holds_gil {
+                out.holder_tid = tid;
+            }
+            let facts = if self.opts.thread_locks && tid.is_some() {
+                py.thread_lock_facts(rec, &stack, &os, locks)
+            } else {
+                Default::default()
+            };
+            if stack.error.is_some() {
+                out.unreadable += 1;
+            }
+            out.threads.push(ThreadSnap {
+                tid,
+                ident: rec.ident,
+                name: info.and_then(|i| i.name.clone()),
+                interpreter: self.interp.id,
+                holds_gil: rec.holds_gil,
+                state,
+                frames: stack.frames,
+                os_name: os.comm.clone(),
+                truncated: stack.truncated,
+                error: stack.error.map(|e| e.to_string()),
+                native: tid.map(|_| native(&os)),
+                holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
+                waits_for_lock: facts.waits_for.map(hex),
+                attached: if py.free_threaded { rec.py_state.map(|s| s == 1) } else { None },
+                ns_tid,
+            });
+        }
+        Ok(out)
+    }
+}
+
 fn capture_once(
     py: &PyProcess,
     os_view: &dyn OsView,
@@ -123,70 +213,56 @@ fn capture_once(
     let mut unreadable = 0u64;
     let aio = crate::asyncio::Asyncio::new(py);
     let mut gil_enabled = true;
+    // Only a live target read in place can be checked again later (not a paused copy, not a core).
+    let reusable = !opts.paused && opts.os.is_none() && py.os.kind() == "live";
     for interp in &interps {
         gil_enabled &= interp.gil_enabled;
         let records = py.threads_of(interp, current)?;
-        let names = py.thread_names(interp.addr).unwrap_or_else(|e| {
-            if std::env::var_os("TASKSPY_DEBUG").is_some() {
-                eprintln!("debug: thread names: {e}");
-            }
-            Default::default()
-        });
+        // Thread ids come from the thread states (3.11+); older ones need `threading`'s records
+        // (native_id) or the pthread's copy of the tid, read first.
+        let tids_need_names = records.iter().any(|r| r.native_tid.is_none());
+        let mut names = if tids_need_names { Some(thread_names(py, interp)) } else { None };
         let pthread_tid_off = if py.off.ts_native_thread_id.is_none() {
             pthread_tid_offset(py, &records, &mem_tids, ns_pid)
         } else {
             None
         };
-        let mut holder_tid = None;
-        let mut with_tids = Vec::new();
-        for rec in records.iter().rev() {
-            let info = names.get(&rec.ident);
-            let tid = rec
-                .native_tid
-                .or_else(|| info.and_then(|i| i.native_id))
-                .or_else(|| pthread_tid_off.and_then(|off| py.mem().read_i32(rec.ident + off).ok()))
-                .and_then(|t| if ns_tids.is_empty() { Some(t) } else { ns_tids.get(&t).copied() })
-                .filter(|t| os_tids.contains(t));
-            let ns_tid = tid.and_then(|t| ns_tids.iter().find(|(_, r)| **r == t).map(|(inner, _)| *inner));
-            let stack = py.walk_frames(rec.top_frame)?;
-            if let (Some(e), false) = (&stack.error, tolerate) {
-                return Err(e.clone());
-            }
-            let os = tid.map(|t| os_view.thread_state(t)).unwrap_or_default();
-            let state = classify(py, rec, interp, &os, tid.is_some());
-            if rec.holds_gil {
-                holder_tid = tid;
-            }
-            let facts = if opts.thread_locks && tid.is_some() {
-                py.thread_lock_facts(rec, &stack, &os, &mut locks)
-            } else {
-                Default::default()
-            };
-            if stack.error.is_some() {
-                unreadable += 1;
-            }
-            with_tids.push((rec.clone(), tid));
-            threads.push(ThreadSnap {
-                tid,
-                ident: rec.ident,
-                name: info.and_then(|i| i.name.clone()),
-                interpreter: interp.id,
-                holds_gil: rec.holds_gil,
-                state,
-                frames: stack.frames,
-                os_name: os.comm.clone(),
-                truncated: stack.truncated,
-                error: stack.error.map(|e| e.to_string()),
-                native: tid.map(|_| native(&os)),
-                holds_locks: facts.holds.iter().map(|l| hex(*l)).collect(),
-                waits_for_lock: facts.waits_for.map(hex),
-                attached: if py.free_threaded { rec.py_state.map(|s| s == 1) } else { None },
-                ns_tid,
-            });
-        }
-        // Only a live target read in place can be checked again later (not a paused copy, not a core).
-        let reusable = !opts.paused && opts.os.is_none() && py.os.kind() == "live";
-        match super::reuse::collect(py, &aio, interp, &with_tids, tolerate, reusable, opts.repeated) {
+        let with_tids: Vec<(ThreadRecord, Option<i32>)> = records
+            .iter()
+            .rev()
+            .map(|rec| {
+                let info = names.as_ref().and_then(|n| n.get(&rec.ident));
+                let tid = rec
+                    .native_tid
+                    .or_else(|| info.and_then(|i| i.native_id))
+                    .or_else(|| pthread_tid_off.and_then(|off| py.mem().read_i32(rec.ident + off).ok()))
+                    .and_then(|t| if ns_tids.is_empty() { Some(t) } else { ns_tids.get(&t).copied() })
+                    .filter(|t| os_tids.contains(t));
+                (rec.clone(), tid)
+            })
+            .collect();
+        let part = ThreadPart { py, os: os_view, opts, interp, with_tids: &with_tids, ns_tids: &ns_tids, tolerate };
+        // The threads' stacks, states and lock facts are read on a second thread (its own page
+        // cache) while this one walks the task registries: the two need nothing of each other.
+        // The threads' stacks, states and lock facts: read by a helper reader while this thread
+        // walks the task registries (see `SideJob`), or here after the tasks.
+        let thread_locks = std::sync::Mutex::new(std::mem::take(&mut locks));
+        let threads_slot: std::sync::Mutex<Option<ThreadsResult>> = Default::default();
+        let side = SideJob::new(|reader: &PyProcess| {
+            let part = ThreadPart { py: reader, ..part };
+            let r = part.read(names.take(), &mut crate::sync::lock(&thread_locks));
+            *crate::sync::lock(&threads_slot) = Some(r);
+        });
+        let tasks_read = super::reuse::collect(py, &aio, interp, &with_tids, tolerate, reusable, opts.repeated, &side);
+        side.run(py);
+        drop(side);
+        locks = thread_locks.into_inner().unwrap_or_else(|p| p.into_inner());
+        let threads_read = threads_slot.into_inner().unwrap_or_else(|p| p.into_inner());
+        let read = threads_read.unwrap_or_else(|| Err(MemError::Other("the thread reader failed".into())))?;
+        let holder_tid = read.holder_tid;
+        unreadable += read.unreadable;
+        threads.extend(read.threads);
+        match tasks_read {
             Ok(rec) => {
                 // Move, not copy: 10,000 task records copied into a fresh vector fault in megabytes.
                 if tasks.is_empty() {

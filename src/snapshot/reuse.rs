@@ -7,6 +7,7 @@
 //! walking. The first difference ends the check and the walk runs as usual (recording anew).
 
 use crate::asyncio::assemble::AsyncioRecord;
+use crate::asyncio::readers::SideJob;
 use crate::asyncio::Asyncio;
 use crate::runtime::threads::{InterpInfo, ThreadRecord};
 use crate::runtime::PyProcess;
@@ -67,6 +68,8 @@ fn put(py: &PyProcess, key: Key, kept: Kept) {
 /// changed, else read (`reusable` false: always read, nothing kept — a paused copy or a core).
 /// `repeated`: more samples follow, so a first read records its footprint right away (on one
 /// thread: a footprint describes one walk) and the second sample can already reuse it.
+/// `side`: work a helper reader may take meanwhile (the caller runs it if none did).
+#[allow(clippy::too_many_arguments)] // each is one fact of the read; none belong together
 pub fn collect(
     py: &PyProcess,
     aio: &Asyncio,
@@ -75,14 +78,15 @@ pub fn collect(
     tolerate: bool,
     reusable: bool,
     repeated: bool,
+    side: &SideJob<'_>,
 ) -> MemResult<AsyncioRecord> {
     if !reusable {
-        return aio.collect(interp, records, tolerate);
+        return aio.collect(interp, records, tolerate, side);
     }
     let key = Key::of(interp, records);
     match take(py, &key) {
         None if !repeated => {
-            let r = aio.collect(interp, records, tolerate)?;
+            let r = aio.collect(interp, records, tolerate, side)?;
             put(py, key, Kept::Seen);
             Ok(r)
         }
@@ -97,7 +101,7 @@ pub fn collect(
         // Seen before (or repeated samples to come): read, recording what the next sample checks.
         None | Some(_) => {
             py.mem.start_recording();
-            let r = aio.collect(interp, records, tolerate);
+            let r = aio.collect(interp, records, tolerate, side);
             let footprint = py.mem.finish_recording();
             let r = r?;
             match footprint {
