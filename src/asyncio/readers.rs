@@ -25,7 +25,7 @@ pub fn readers_for(n: usize, cpus: usize) -> usize {
 
 /// The CPUs this process may use (its affinity mask and cgroup quota), or `TASKSPY_READERS=N`
 /// (1: everything on the calling thread).
-fn cpus() -> usize {
+pub fn cpus() -> usize {
     std::env::var("TASKSPY_READERS")
         .ok()
         .and_then(|v| v.trim().parse().ok())

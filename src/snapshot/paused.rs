@@ -34,7 +34,10 @@ pub fn capture_paused(py: &PyProcess, pid: i32, deadline: Duration, mut opts: Ca
     // Ctrl-C from here on ends the command cleanly (exit 130), also while the arena is prepared.
     pause::install_interrupt_handler();
     // Size and fault in the arena while the target still runs.
-    let arena = prepare_arena(pid);
+    let arena = {
+        let _phase = crate::timing::Phase::start("arena prepared");
+        prepare_arena(pid)
+    };
     pause::check_interrupted()?;
     let (inside, info) = pause::with_pause(pid, deadline, || {
         let _phase = crate::timing::Phase::start("paused");

@@ -48,6 +48,8 @@ struct Pages {
     /// it covers are served from it, the rest (code, read-only data) from the target.
     /// Shared with the siblings (helper threads decode the same copy).
     image: Option<Arc<super::image::Image>>,
+    /// The image's run this cache's last read started in (see `Image::read_near`).
+    image_hint: usize,
     /// While set, every page a read touches is remembered with a hash of its bytes (repeated
     /// samples check later whether any of them changed).
     recording: Option<Recording>,
@@ -365,7 +367,8 @@ impl Memory for CachedMemory {
                 }
             }
         }
-        if p.image.as_ref().is_some_and(|img| img.read(addr, buf)) {
+        let pages = &mut *p;
+        if pages.image.as_ref().is_some_and(|img| img.read_near(addr, buf, &mut pages.image_hint)) {
             if let Some(r) = p.recording.as_mut() {
                 r.spoil();
             }
