@@ -28,6 +28,11 @@ FIXTURE = os.path.join(measure.HERE, "fixtures", "many_tasks.py")
 SLOW_S = 2.0  # a tool whose first measured run takes longer than this runs only --slow-runs times
 GOALS = {10_000: (0.030, 40 * 1024), 100_000: (0.300, 150 * 1024)}  # leaves -> (wall s, peak RSS KiB)
 GOALS_TEXT = "10,000 tasks ≤ 30 ms and ≤ 40 MB; 100,000 tasks ≤ 300 ms and ≤ 150 MB"
+# The rows the issue's wall/memory goals are for: a snapshot of a live process (`dump --json`,
+# `pstree`, `ps`). `--blocking` has its own goal (the pause, table below) and holds a copy of the
+# target's memory by design; `--core` reads a file. Their rows show the same thresholds for
+# comparison, and what exceeds them is listed apart from the goals missed.
+TARGET_ROWS = {"`taskspy dump --json`", "`taskspy pstree`", "`taskspy ps`"}
 PAUSE_GOAL_MS = 15.0  # --blocking: the target stopped for at most this long at 10,000 tasks
 REPEAT_GOAL_MS = 10.0  # the second and later samples of an unchanged 10,000-task process
 WATCH_RUNS = 3  # `watch` runs per size for the repeated-samples table
@@ -193,6 +198,7 @@ def main():
     busy_seen = {}  # other processes found on a CPU right after a measured run -> how often
     fixtures = []
     goal_misses = []
+    beyond = []  # rows that are not goal rows (TARGET_ROWS) over the same thresholds
     dump_medians = []  # (tasks, median wall s, peak KiB) of `taskspy dump --json`
     pauses = []  # (tasks, sorted paused_ms of the --blocking runs)
     repeats = []  # (tasks, first capture ms, later captures ms)
@@ -270,13 +276,15 @@ def main():
                         parts.append(("✓" if med <= gw else "✗") + f" ≤ {gw * 1000:.0f} ms")
                         if gm:
                             parts.append(("✓" if peak <= gm else "✗") + f" ≤ {gm // 1024} MB")
-                        goal = ", ".join(parts)
+                        target = label in TARGET_ROWS
+                        goal = ", ".join(parts) if target else f"(for comparison: {', '.join(parts)})"
+                        over = goal_misses if target else beyond
                         if med > gw:
-                            goal_misses.append(f"{label} at {expected:,} tasks: {measure.fmt_ms(med)} vs goal "
-                                               f"{gw * 1000:.0f} ms ({med / gw:.1f}×)")
+                            over.append(f"{label} at {expected:,} tasks: {measure.fmt_ms(med)} vs "
+                                        f"{gw * 1000:.0f} ms ({med / gw:.1f}×)")
                         if gm and peak > gm:
-                            goal_misses.append(f"{label} at {expected:,} tasks: {measure.fmt_mb(peak)} vs goal "
-                                               f"{gm // 1024} MB ({peak / gm:.1f}×)")
+                            over.append(f"{label} at {expected:,} tasks: {measure.fmt_mb(peak)} vs "
+                                        f"{gm // 1024} MB ({peak / gm:.1f}×)")
                     if label == "`taskspy dump --json`":
                         dump_medians.append((expected, med, peak))
                     if "--blocking" in label:
@@ -305,8 +313,9 @@ def main():
     command = args.command or "bash benches/tasks.sh"
     title = "## Reading many asyncio tasks" + (" (free-threaded CPython)" if args.section != "tasks" else "")
     lines = [title, ""]
-    lines.append(f"Goals: **{GOALS_TEXT}** (taskspy rows; \"10,000 tasks\" is the 10,101-task fixture, "
-                 f"\"100,000\" the 101,001-task one).")
+    lines.append(f"Goals: **{GOALS_TEXT}** (the live snapshot: `taskspy dump --json`, `pstree` and `ps`; "
+                 f"\"10,000 tasks\" is the 10,101-task fixture, \"100,000\" the 101,001-task one); `--blocking`: "
+                 f"the pause ≤ {PAUSE_GOAL_MS:g} ms at 10,000 tasks; repeated samples: ≤ {REPEAT_GOAL_MS:g} ms.")
     lines.append("")
     lines.extend(measure.machine_lines([
         f"- Target: CPython {pyver} (`{args.python}`), `benches/fixtures/many_tasks.py N`: a root task in a "
@@ -376,9 +385,13 @@ def main():
         lines.append("")
         lines.append(f"**Growth** of `taskspy dump --json` from {xs[0]:,} to {xs[-1]:,} tasks: {slope * 1000:.1f} ms and "
                      f"{mslope * 1000:.1f} MB per 1,000 tasks (least-squares slope of the medians); per task: {per}.")
-    if goal_misses:
+    lines.append("")
+    lines.append("Goals missed: " + ("; ".join(goal_misses) + "." if goal_misses else "none."))
+    if beyond:
         lines.append("")
-        lines.append("Goals missed: " + "; ".join(goal_misses) + ".")
+        lines.append("Not goal rows, over the live snapshot's thresholds (`--blocking`'s goal is its pause, above; it "
+                     "holds a copy of the target's writable memory while decoding; `--core` maps a core file): "
+                     + "; ".join(beyond) + ".")
     body = "\n".join(lines)
     print(body)
     if args.write:
