@@ -150,7 +150,7 @@ impl ThreadPart<'_> {
         let mut out =
             ThreadsRead { threads: Vec::with_capacity(self.with_tids.len()), holder_tid: None, unreadable: 0 };
         for (rec, tid) in self.with_tids {
-            let (rec, tid) = (rec, *tid);
+            let tid = *tid;
             let info = names.get(&rec.ident);
             let ns_tid = tid.and_then(|t| self.ns_tids.iter().find(|(_, r)| **r == t).map(|(inner, _)| *inner));
             let stack = py.walk_frames(rec.top_frame)?;
