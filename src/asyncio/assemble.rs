@@ -451,11 +451,13 @@ impl Asyncio<'_> {
 
     /// A task read while its loop stepped it (`RawTask::torn`), read again past the page cache
     /// (its pages were fetched at different moments) until a read is whole, at most
-    /// REREADS times; the last read if none is (a task the loop steps without pause).
+    /// REREADS times; the latest read if none is (a task the loop steps without pause).
     fn read_again(&self, mut t: RawTask) -> RawTask {
         for _ in 0..REREADS {
             match self.py.past_cache(|| self.read_task(t.addr)) {
-                Some(Ok(again)) if again.state == FutState::Pending => {
+                // (A read that lost part of the task, its chain or name, does not replace one
+                // that has it all.)
+                Some(Ok(again)) if again.state == FutState::Pending && (again.error.is_none() || t.error.is_some()) => {
                     let whole = !again.torn();
                     t = again;
                     if whole {
@@ -463,7 +465,7 @@ impl Asyncio<'_> {
                     }
                 }
                 // Finished meanwhile, unreadable now or not re-readable (a paused copy): the
-                // first read stands.
+                // latest read stands.
                 _ => break,
             }
         }
