@@ -390,7 +390,7 @@ def main():
     if beyond:
         lines.append("")
         lines.append("Not goal rows, over the live snapshot's thresholds (`--blocking`'s goal is its pause, above; it "
-                     "holds a copy of the target's writable memory while decoding; `--core` maps a core file): "
+                     "holds a copy of the target's writable memory while decoding; `--core` reads a core file): "
                      + "; ".join(beyond) + ".")
     body = "\n".join(lines)
     print(body)

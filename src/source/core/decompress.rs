@@ -14,8 +14,16 @@ fn bad(path: &Path, detail: impl Into<String>) -> Error {
     Error::BadInput { path: path.display().to_string(), detail: detail.into() }
 }
 
+/// An opened core: mapped (its headers and notes are parsed in place) and the file itself
+/// (memory is read from it with `pread`: pages read through a mapping would count in taskspy's
+/// resident set, a 35 MB core of a 10,101-task process added ~29 MB to it).
+pub struct OpenedCore {
+    pub map: Arc<memmap2::Mmap>,
+    pub file: std::fs::File,
+}
+
 /// Map the core at `path`, decompressing it first when it is compressed.
-pub fn map_core(path: &Path) -> Result<Arc<memmap2::Mmap>> {
+pub fn map_core(path: &Path) -> Result<OpenedCore> {
     let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => bad(path, "no such file"),
         _ => bad(path, e.to_string()),
@@ -40,7 +48,7 @@ pub fn map_core(path: &Path) -> Result<Arc<memmap2::Mmap>> {
     };
     // SAFETY: a read-only private mapping; a core is not modified while we read it.
     let m = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(path, format!("cannot map it: {e}")))?;
-    Ok(Arc::new(m))
+    Ok(OpenedCore { map: Arc::new(m), file })
 }
 
 /// Decompress into a temporary file that is unlinked at once (it vanishes when we exit).

@@ -86,7 +86,8 @@ fn perms(flags: u32) -> String {
 pub fn open(opts: &CoreOptions) -> Result<Target> {
     let shown = opts.core.display().to_string();
     let bad = |detail: String| Error::BadInput { path: shown.clone(), detail };
-    let data = decompress::map_core(&opts.core)?;
+    let opened = decompress::map_core(&opts.core)?;
+    let data = opened.map.clone();
     let info = notes::parse(&data).map_err(|e| bad(e.to_string()))?;
     if info.needed_len > data.len() as u64 && !opts.force {
         return Err(bad(format!(
@@ -111,7 +112,7 @@ pub fn open(opts: &CoreOptions) -> Result<Target> {
         opts.force,
         info.files.clone(),
     ));
-    let mem = Arc::new(CoreMemory::new(data.clone(), info.segments.clone(), info.files.clone(), disk.clone()));
+    let mem = Arc::new(CoreMemory::new(opened, info.segments.clone(), info.files.clone(), disk.clone()));
 
     // Build-ids as the core recorded them (kernel cores keep each ELF's first page; gcore only
     // pages that were written, so there the file layout is checked instead).
