@@ -1,5 +1,14 @@
-//! Where taskspy's own reader threads run: a helper woken by the thread that hands it work is
-//! kept off that thread's CPU for the wake-up, so neither preempts the other (Linux only).
+//! How many of taskspy's own threads may work at once (`cpus`), and where a helper runs: one woken
+//! by the thread that hands it work is kept off that thread's CPU for the wake-up (Linux only).
+
+/// The CPUs this process may use (its affinity mask and cgroup quota), or `TASKSPY_READERS=N`
+/// (1: everything on the calling thread): how many threads any part of taskspy splits work over.
+pub fn cpus() -> usize {
+    std::env::var("TASKSPY_READERS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1))
+}
 
 /// A helper thread's identity and the CPUs it may use, taken on the helper itself.
 pub struct Placement {

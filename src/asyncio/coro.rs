@@ -105,8 +105,19 @@ impl Asyncio<'_> {
         if self.off.gen_iframe.is_some() {
             (w.obj, self.object_read_len())
         } else {
-            (w.obj, 32)
+            (w.obj, self.header_len())
         }
+    }
+
+    /// 3.8–3.10: the bytes of an object's head one link reads at once: its type, and for a
+    /// coroutine its frame pointer and running flag, for a FutureIter its future.
+    fn header_len(&self) -> usize {
+        let o = &self.off;
+        [self.py.off.ob_type, o.gen_frame.unwrap_or(16), o.gen_running.unwrap_or(0), o.futureiter_future]
+            .into_iter()
+            .fold(0, u64::max)
+            .saturating_add(8)
+            .min(std::mem::size_of::<LinkBuf>() as u64) as usize
     }
 
     /// Follow one link of `w`: read its current object and decode it (a coroutine's frame and
@@ -135,9 +146,18 @@ impl Asyncio<'_> {
             len = self.read_object(obj, buf)?;
             self.kind_of_type(buf[..len].u64_at(self.py.off.ob_type))
         } else {
-            // The task's own coroutine must be readable; a later link that is not is simply
-            // where the chain ends (an awaited object of unknown kind).
-            match self.py.ob_type(obj) {
+            // The head in one read (an object too close to a mapping's end for it: its type
+            // alone). The task's own coroutine must be readable; a later link that is not is
+            // simply where the chain ends (an awaited object of unknown kind).
+            let want = self.header_len();
+            let ty = match self.py.mem().read(obj, &mut buf[..want]) {
+                Ok(()) => {
+                    len = want;
+                    Ok(buf[..len].u64_at(self.py.off.ob_type))
+                }
+                Err(_) => self.py.ob_type(obj),
+            };
+            match ty {
                 Ok(ty) => self.kind_of_type(ty),
                 Err(e) if obj == coro => return Err(e),
                 Err(_) => ObjKind::Other,
@@ -149,7 +169,7 @@ impl Asyncio<'_> {
                 let g = match self.off.gen_iframe {
                     // 3.11+: the frame lives inside the coroutine: one read decodes it all.
                     Some(_) => self.embedded_gen_frame(obj, &buf[..len])?,
-                    None => self.frame_object_gen(obj)?,
+                    None => self.frame_object_gen(obj, &buf[..len])?,
                 };
                 if let Some(f) = g.frame {
                     w.frames.push(f);
@@ -164,7 +184,7 @@ impl Asyncio<'_> {
                 }
             }
             ObjKind::FutureIter => {
-                let fut = if len > 0 {
+                let fut = if (self.off.futureiter_future + 8) as usize <= len {
                     buf[..len].u64_at(self.off.futureiter_future)
                 } else {
                     self.py.mem().read_u64(obj + self.off.futureiter_future)?
@@ -222,12 +242,22 @@ impl Asyncio<'_> {
     }
 
     /// 3.8–3.10: a coroutine's heap frame object (NULL once finished), read once: its frame, the
-    /// awaited object, and its first local (`self` for methods).
-    fn frame_object_gen(&self, gen: u64) -> MemResult<GenFrame> {
+    /// awaited object, and its first local (`self` for methods). `head`: the coroutine's first
+    /// bytes as the link read them (`header_len`; fields past it are read on their own).
+    fn frame_object_gen(&self, gen: u64, head: &[u8]) -> MemResult<GenFrame> {
         let py = self.py;
         let o = &self.off;
         let mem = py.mem();
-        let f = mem.read_u64(gen + o.gen_frame.unwrap_or(16))?;
+        let field = |at: u64, size: u64| -> MemResult<u64> {
+            if (at + size) as usize <= head.len() {
+                Ok(if size == 1 { head.u8_at(at) as u64 } else { head.u64_at(at) })
+            } else if size == 1 {
+                mem.read_u8(gen + at).map(u64::from)
+            } else {
+                mem.read_u64(gen + at)
+            }
+        };
+        let f = field(o.gen_frame.unwrap_or(16), 8)?;
         if f == 0 {
             return Ok(GenFrame::finished());
         }
@@ -240,7 +270,7 @@ impl Asyncio<'_> {
             None => false,
         };
         let gen_running = match o.gen_running {
-            Some(at) => mem.read_u8(gen + at)? != 0,
+            Some(at) => field(at, 1)? != 0,
             None => false,
         };
         let yf = match o.yield_from {

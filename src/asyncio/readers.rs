@@ -5,6 +5,7 @@ use super::assemble::{TaskLinks, TaskReads};
 use super::registry::FoundTasks;
 use super::Asyncio;
 use crate::model::TaskSnap;
+use crate::placement::cpus;
 use crate::runtime::threads::InterpInfo;
 use crate::runtime::PyProcess;
 use crate::source::{MemError, MemResult};
@@ -21,15 +22,6 @@ const TASKS_PER_READER: usize = 2000;
 /// each with at least TASKS_PER_READER tasks.
 pub fn readers_for(n: usize, cpus: usize) -> usize {
     cpus.clamp(1, MAX_READERS).min(n / TASKS_PER_READER).max(1)
-}
-
-/// The CPUs this process may use (its affinity mask and cgroup quota), or `TASKSPY_READERS=N`
-/// (1: everything on the calling thread).
-pub fn cpus() -> usize {
-    std::env::var("TASKSPY_READERS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1))
 }
 
 /// Where a part's reads go, task by task.

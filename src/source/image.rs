@@ -288,7 +288,7 @@ pub fn arena(bytes: u64) -> Option<memmap2::MmapMut> {
     let mut map = map;
     // Each half starts on a huge-page boundary of the mapping, so no huge page is faulted twice.
     let half = (len / 2) & !(HUGE_PAGE - 1);
-    let two = half >= SPLIT_ARENA && crate::asyncio::readers::cpus() >= 2;
+    let two = half >= SPLIT_ARENA && crate::placement::cpus() >= 2;
     let (first, second) = map.split_at_mut(if two { half } else { len });
     let done = std::thread::scope(|s| {
         // (A helper that cannot be started leaves its half to be faulted in by the copy itself.)
@@ -383,13 +383,16 @@ impl Image {
         Some(Image { runs, arena, bytes: plan.bytes, failed: nfailed })
     }
 
-    /// Fill `buf` from the copy; `false` when part of it was not copied (read it from the target).
+    /// Fill `buf` from the copy, searching the runs from the start (the tests' reference for
+    /// `read_near`).
+    #[cfg(test)]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         self.read_near(addr, buf, &mut 0)
     }
 
-    /// `read`, starting the search at run `*hint` (where the reader's last read was: a walk
-    /// reads near where it just read) and leaving there the run this read started in.
+    /// Fill `buf` from the copy; `false` when part of it was not copied (read it from the
+    /// target). The search starts at run `*hint` (where the reader's last read was: a walk reads
+    /// near where it just read) and leaves there the run this read started in.
     pub fn read_near(&self, addr: u64, buf: &mut [u8], hint: &mut usize) -> bool {
         let mut done = 0usize;
         let mut i = match self.runs.get(*hint) {
